@@ -1,0 +1,109 @@
+"""The run configuration: one dataclass of every knob, dataset defaults, and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything that defines a refinery run; saved verbatim into results.json."""
+
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None  # None: TFDS
+    workdir: str = "runs/default"
+    preset: Optional[str] = None
+    # The chain.
+    generations: int = 3
+    model: str = "resnet20"
+    # Optimisation (SGD + Nesterov momentum, warmup then cosine or piecewise decay).
+    epochs: int = 30
+    batch_size: int = 128  # global, across all devices
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"  # or "piecewise": /10 at 50% and 75% of training
+    dtype: str = "float32"  # compute dtype of the convolutions: float32 or bfloat16
+    # Data.
+    seed: int = 0
+    train_size: Optional[int] = None  # None: every training image left after the validation split
+    val_size: int = 5000
+    augment: bool = True
+    flip: bool = True
+    crop_padding: int = 4
+    eval_batch_size: int = 1000
+    # Labels.
+    label_mode: str = "precomputed"  # or "online": the frozen refinery labels every augmented crop
+    refinery_bn: str = "eval"  # "train": the official code's quirk, refinery BatchNorm on batch statistics
+    refinery_model: Optional[str] = None  # an architecture other than `model` for the first refinery
+    refinery_workdir: Optional[str] = None  # reuse that run's final generation as the first refinery
+    temperature: float = 1.0
+    gt_weight: float = 0.0
+    label_smoothing: float = 0.0
+    adversarial_jitter: float = 0.0  # fraction of each batch perturbed
+    jitter_epsilon: float = 2.0 / 255.0  # L-infinity size of the perturbation, in [0, 1] pixel units
+
+
+DATASET_DEFAULTS = {
+    "cifar10": dict(flip=True),
+    "svhn": dict(flip=False),
+    "fashion_mnist": dict(flip=True),
+}
+
+PRESETS = {
+    # Minutes per generation on a 2-core CPU: a small convnet, a short one-cycle schedule.
+    "cpu": dict(model="small_cnn", epochs=8, batch_size=256, learning_rate=0.4, weight_decay=5e-4,
+                warmup_epochs=1.0, schedule="cosine", generations=3, label_smoothing=0.0),
+    # A few seconds end to end: for smoke tests and notebooks' CPU check.
+    "tiny": dict(model="tiny_cnn", epochs=1, batch_size=64, learning_rate=0.1, generations=2,
+                 train_size=256, val_size=64, eval_batch_size=256),
+    # He et al. 2016's CIFAR schedule (164 epochs, /10 at 50% and 75%), five generations as in the paper.
+    "paper": dict(model="resnet56", epochs=164, batch_size=128, learning_rate=0.1, weight_decay=1e-4,
+                  warmup_epochs=1.0, schedule="piecewise", generations=5),
+}
+
+CHOICES = {
+    "schedule": ("cosine", "piecewise"),
+    "dtype": ("float32", "bfloat16"),
+    "label_mode": ("precomputed", "online"),
+    "refinery_bn": ("eval", "train"),
+}
+
+
+def validate(config: Config) -> Config:
+    """Raises ValueError naming the flag for any out-of-range value; returns `config` unchanged."""
+    for name, allowed in CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"--{name}={getattr(config, name)!r} is not one of {', '.join(allowed)}")
+    positive = ("generations", "epochs", "batch_size", "eval_batch_size")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(config, name)}")
+    if config.train_size is not None and config.train_size < 1:
+        raise ValueError(f"--train_size must be at least 1, got {config.train_size}")
+    if config.val_size < 0:
+        raise ValueError(f"--val_size must be >= 0, got {config.val_size}")
+    if config.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be > 0, got {config.learning_rate}")
+    if config.temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {config.temperature}")
+    for name in ("gt_weight", "label_smoothing", "adversarial_jitter"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ValueError(f"--{name} must lie in [0, 1], got {getattr(config, name)}")
+    if config.dataset not in DATASET_DEFAULTS:
+        raise ValueError(f"--dataset={config.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)}")
+    return config
+
+
+def build_config(dataset: str, overrides: dict) -> Config:
+    """Dataset defaults, then the preset named in `overrides` (if any), then the other overrides."""
+    values = dict(DATASET_DEFAULTS.get(dataset, {}))
+    preset = overrides.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"--preset={preset!r} is not one of {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return validate(Config(dataset=dataset, **values))

@@ -1,0 +1,73 @@
+"""The in-memory dataset every reader returns, and the checks it must pass before training."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file or flag and what is wrong."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Whole splits as host arrays: images (N, H, W, C) uint8, labels (N,) int32, and the class names."""
+
+    name: str
+    class_names: Sequence[str]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: Optional[np.ndarray] = None
+    test_labels: Optional[np.ndarray] = None
+    source: str = ""  # which reader and from where, for the log
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train_images.shape[1:])
+
+
+def check_split(images: np.ndarray, labels: np.ndarray, num_classes: int, where: str) -> None:
+    """Raises DataError unless images are (N, H, W, C) uint8 and labels (N,) integers in [0, num_classes)."""
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise DataError(f"{where}: images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: labels must be integers, got {labels.dtype}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"{where}: label values must lie in [0, {num_classes - 1}], found {labels.min()}..{labels.max()}"
+        )
+
+
+def make_dataset(name, class_names, train, test=None, source="") -> Dataset:
+    """Checks and packs (images, labels) pairs into a Dataset with int32 labels."""
+    class_names = list(class_names)
+    check_split(*train, len(class_names), f"{source or name} train split")
+    if test is not None:
+        check_split(*test, len(class_names), f"{source or name} test split")
+        if test[0].shape[1:] != train[0].shape[1:]:
+            raise DataError(
+                f"{source or name}: test images are {test[0].shape[1:]} but train images {train[0].shape[1:]}"
+            )
+    return Dataset(
+        name=name,
+        class_names=class_names,
+        train_images=train[0],
+        train_labels=train[1].astype(np.int32),
+        test_images=None if test is None else test[0],
+        test_labels=None if test is None else test[1].astype(np.int32),
+        source=source,
+    )
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
+    """How many examples of each class."""
+    return np.bincount(labels, minlength=num_classes).tolist()

@@ -1,0 +1,91 @@
+"""Stratified, seeded subsets: the held-out validation split and the `--train_size` subset."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from lr_jax.data.dataset import DataError, Dataset
+
+
+def stratified_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """`size` indices drawn per class in proportion to class frequency (largest remainders), sorted.
+
+    Deterministic given `seed`; every class keeps at least its proportional share rounded down."""
+    labels = np.asarray(labels)
+    if size > len(labels):
+        raise DataError(f"asked for {size} examples but only {len(labels)} are available")
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / len(labels)
+    take = np.floor(exact).astype(int)
+    remainder = size - take.sum()
+    take[np.argsort(-(exact - take), kind="stable")[:remainder]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, int)
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train / validation / (optional) test arrays ready for the chain."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    test_images: Optional[np.ndarray]
+    test_labels: Optional[np.ndarray]
+    class_names: list
+    mean: np.ndarray  # per-channel pixel mean of the training images, in [0, 1]
+    std: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def make_splits(dataset: Dataset, val_size: int, train_size: Optional[int], seed: int) -> Splits:
+    """Holds out a stratified validation split from train, then optionally keeps `train_size` of the rest."""
+    num_train = len(dataset.train_labels)
+    if val_size >= num_train:
+        raise DataError(
+            f"--val_size={val_size} leaves no training images: the train split has only {num_train}"
+        )
+    val_idx = stratified_indices(dataset.train_labels, val_size, seed)
+    rest = np.setdiff1d(np.arange(num_train), val_idx)
+    if train_size is not None:
+        if train_size > len(rest):
+            raise DataError(
+                f"--train_size={train_size} is more than the {len(rest)} training images left after "
+                f"holding out --val_size={val_size}"
+            )
+        rest = rest[stratified_indices(dataset.train_labels[rest], train_size, seed + 1)]
+    train_images = dataset.train_images[rest]
+    mean, std = channel_stats(train_images)
+    return Splits(
+        train_images=train_images,
+        train_labels=dataset.train_labels[rest],
+        val_images=dataset.train_images[val_idx],
+        val_labels=dataset.train_labels[val_idx],
+        test_images=dataset.test_images,
+        test_labels=dataset.test_labels,
+        class_names=list(dataset.class_names),
+        mean=mean,
+        std=std,
+    )
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of uint8 images, in [0, 1] units, without a float copy."""
+    total = np.zeros(images.shape[-1])
+    squares = np.zeros(images.shape[-1])
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].reshape(-1, images.shape[-1]).astype(np.float64)
+        total += block.sum(0)
+        squares += (block**2).sum(0)
+    count = images.size // images.shape[-1]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return (mean / 255.0).astype(np.float32), np.maximum(std / 255.0, 1e-3).astype(np.float32)

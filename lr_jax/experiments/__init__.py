@@ -1,0 +1,1 @@
+"""Command-line entry points, one per dataset, over the shared runner."""

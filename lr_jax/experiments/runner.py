@@ -1,0 +1,133 @@
+"""The shared command line: flags -> Config, data -> splits, the refinery chain, results on disk."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+from lr_jax import config as config_lib
+from lr_jax import refinery, results
+from lr_jax.data import DataError, class_counts, load_dataset, make_splits
+
+HELP = {
+    "data_dir": "dataset location (image-folder tree, archive, ...); omit to read TFDS",
+    "workdir": "folder for results.json, results.md and log.txt",
+    "preset": f"named settings applied before other flags: {', '.join(config_lib.PRESETS)}",
+    "generations": "number of models in the chain (1 = ground truth only)",
+    "model": "architecture of every generation (see lr_jax.models.MODEL_BUILDERS)",
+    "epochs": "training epochs per generation",
+    "batch_size": "global batch size, split evenly over all devices",
+    "learning_rate": "peak SGD learning rate",
+    "seed": "seed for the validation split, initialisation, data order and augmentation",
+    "train_size": "use only this many training images (stratified), for quick runs",
+    "val_size": "images held out of train (stratified) as the validation split",
+    "label_mode": "precomputed: labels predicted once per generation; online: per augmented crop",
+    "refinery_bn": "online labels: refinery BatchNorm in eval mode, or train mode as the official code",
+    "refinery_model": "architecture of generation 1 (the first refinery), when it differs from --model",
+    "temperature": "distillation temperature T (loss scaled by T^2)",
+    "gt_weight": "weight of the ground-truth loss mixed into refined generations",
+    "label_smoothing": "label smoothing of ground-truth targets",
+    "adversarial_jitter": "fraction of each batch perturbed adversarially and relabelled by the refinery",
+    "jitter_epsilon": "L-infinity size of the adversarial perturbation in [0, 1] pixel units",
+}
+
+
+def build_parser(dataset: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m lr_jax.experiments.{dataset}",
+        description=f"Label Refinery chain on {dataset}: generation 1 learns the ground truth, each later "
+        "generation a fresh model trained on the previous one's soft labels.",
+    )
+    for field in dataclasses.fields(config_lib.Config):
+        if field.name == "dataset":
+            continue
+        flag = "--" + field.name
+        help_text = HELP.get(field.name, "")
+        default = field.default
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default {default})")
+            continue
+        kind = {"int": int, "float": float}.get(str(field.type).replace("Optional[", "").rstrip("]"), str)
+        choices = config_lib.CHOICES.get(field.name)
+        if field.name == "preset":
+            choices = tuple(config_lib.PRESETS)
+        parser.add_argument(flag, type=kind, default=None, choices=choices, help=f"{help_text} (default {default})")
+    parser.add_argument("--no_progress", action="store_true", help="no per-epoch progress bars")
+    return parser
+
+
+def make_logger(workdir: Optional[str]):
+    """Prints and appends each line to workdir/log.txt once the workdir exists."""
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if workdir and os.path.isdir(workdir):
+            with open(os.path.join(workdir, "log.txt"), "a") as f:
+                f.write(line + "\n")
+
+    return log
+
+
+def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
+    """Parses flags, reads and checks the data (before anything is written), runs the chain, writes results."""
+    parser = build_parser(dataset)
+    args = vars(parser.parse_args(argv))
+    progress = not args.pop("no_progress")
+    try:
+        config = config_lib.build_config(dataset, args)
+    except ValueError as error:
+        parser.error(str(error))
+    log = make_logger(None)
+    start = time.perf_counter()
+    data = load_dataset(config.dataset, config.data_dir)
+    splits = make_splits(data, config.val_size, config.train_size, config.seed)
+    train_counts = class_counts(splits.train_labels, splits.num_classes)
+    description = (
+        f"{data.source}: {len(splits.train_labels)} train / {len(splits.val_labels)} validation / "
+        f"{0 if splits.test_labels is None else len(splits.test_labels)} test images of shape "
+        f"{data.image_shape}, {splits.num_classes} classes"
+    )
+    log(description)
+    log(f"train images per class: {dict(zip(splits.class_names, train_counts))}")
+
+    import jax
+
+    os.makedirs(config.workdir, exist_ok=True)
+    log = make_logger(config.workdir)
+    log(f"devices: {jax.local_device_count()} x {jax.devices()[0].platform}; config: {dataclasses.asdict(config)}")
+    dataset_info = {
+        "description": description,
+        "source": data.source,
+        "class_names": list(splits.class_names),
+        "num_train": int(len(splits.train_labels)),
+        "num_val": int(len(splits.val_labels)),
+        "num_test": None if splits.test_labels is None else int(len(splits.test_labels)),
+        "devices": jax.local_device_count(),
+        "platform": jax.devices()[0].platform,
+    }
+
+    def save(_, chain):
+        rows = [g.metrics for g in chain]
+        complete = len(chain) == config.generations
+        payload = results.results_payload(config, dataset_info, rows, complete, time.perf_counter() - start)
+        results.write_results(config.workdir, payload)
+
+    chain = refinery.run_chain(config, splits, log=log, progress=progress, on_generation=save)
+    rows = [g.metrics for g in chain]
+    log("\n" + results.markdown_table(rows))
+    log(f"wall time {time.perf_counter() - start:.1f} s; results in {os.path.join(config.workdir, 'results.json')}")
+    return results.load_results(config.workdir)
+
+
+def main(dataset: str, argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point: clear one-line errors for bad input instead of tracebacks."""
+    try:
+        run(dataset, argv)
+    except (DataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,155 @@
+"""Classifier architectures (CIFAR ResNets, wide ResNets, a small CPU convnet) and the name registry."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# He et al. use the "fan-out" He-normal initialisation for convolutions.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class _Norm(nn.Module):
+    """BatchNorm whose batch statistics are averaged over the pmap axis when training."""
+
+    axis_name: Optional[str] = "batch"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        return nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            axis_name=self.axis_name if train else None,
+            dtype=self.dtype,
+        )(x)
+
+
+class BasicBlock(nn.Module):
+    """Post-activation 3x3/3x3 residual block of the CIFAR ResNets (He et al. 2016)."""
+
+    filters: int
+    strides: int = 1
+    axis_name: Optional[str] = "batch"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+        norm = functools.partial(_Norm, axis_name=self.axis_name, dtype=self.dtype)
+        y = conv(self.filters, (3, 3), (self.strides, self.strides))(x)
+        y = nn.relu(norm()(y, train))
+        y = conv(self.filters, (3, 3))(y)
+        y = norm()(y, train)
+        if x.shape[-1] != self.filters or self.strides != 1:
+            x = conv(self.filters, (1, 1), (self.strides, self.strides))(x)
+            x = norm()(x, train)
+        return nn.relu(x + y)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 images: a 3x3 stem, three stages of n blocks at 16/32/64 channels."""
+
+    blocks_per_stage: int
+    num_classes: int
+    widths: Sequence[int] = (16, 32, 64)
+    axis_name: Optional[str] = "batch"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(self.widths[0], (3, 3), use_bias=False, kernel_init=conv_init, dtype=self.dtype)(x)
+        x = nn.relu(_Norm(self.axis_name, self.dtype)(x, train))
+        for stage, width in enumerate(self.widths):
+            for block in range(self.blocks_per_stage):
+                strides = 2 if stage > 0 and block == 0 else 1
+                x = BasicBlock(width, strides, self.axis_name, self.dtype)(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, dtype=jnp.float32)(x.astype(jnp.float32))
+
+
+class WideBlock(nn.Module):
+    """Pre-activation wide residual block (Zagoruyko & Komodakis 2016)."""
+
+    filters: int
+    strides: int = 1
+    axis_name: Optional[str] = "batch"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+        norm = functools.partial(_Norm, axis_name=self.axis_name, dtype=self.dtype)
+        y = nn.relu(norm()(x, train))
+        shortcut = x
+        if x.shape[-1] != self.filters or self.strides != 1:
+            shortcut = conv(self.filters, (1, 1), (self.strides, self.strides))(y)
+        y = conv(self.filters, (3, 3), (self.strides, self.strides))(y)
+        y = nn.relu(norm()(y, train))
+        y = conv(self.filters, (3, 3))(y)
+        return shortcut + y
+
+
+class WideResNet(nn.Module):
+    """WRN-d-k: (d-4)/6 pre-activation blocks per stage at 16k/32k/64k channels."""
+
+    depth: int
+    widen_factor: int
+    num_classes: int
+    axis_name: Optional[str] = "batch"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        blocks_per_stage = (self.depth - 4) // 6
+        x = nn.Conv(16, (3, 3), use_bias=False, kernel_init=conv_init, dtype=self.dtype)(x)
+        for stage, width in enumerate((16, 32, 64)):
+            for block in range(blocks_per_stage):
+                strides = 2 if stage > 0 and block == 0 else 1
+                x = WideBlock(width * self.widen_factor, strides, self.axis_name, self.dtype)(x, train)
+        x = nn.relu(_Norm(self.axis_name, self.dtype)(x, train))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, dtype=jnp.float32)(x.astype(jnp.float32))
+
+
+class SmallConvNet(nn.Module):
+    """A fast CPU convnet: conv-BN-ReLU blocks with max-pooling, widths 32/64/128/256 by default."""
+
+    num_classes: int
+    widths: Sequence[int] = (32, 64, 128, 256)
+    axis_name: Optional[str] = "batch"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        for i, width in enumerate(self.widths):
+            x = nn.Conv(width, (3, 3), use_bias=False, kernel_init=conv_init, dtype=self.dtype)(x)
+            x = nn.relu(_Norm(self.axis_name, self.dtype)(x, train))
+            if i > 0:
+                x = nn.max_pool(x, (2, 2), (2, 2))
+        x = jnp.max(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, dtype=jnp.float32)(x.astype(jnp.float32))
+
+
+MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "resnet8": functools.partial(CifarResNet, 1),
+    "resnet20": functools.partial(CifarResNet, 3),
+    "resnet32": functools.partial(CifarResNet, 5),
+    "resnet56": functools.partial(CifarResNet, 9),
+    "resnet110": functools.partial(CifarResNet, 18),
+    "wrn16_4": functools.partial(WideResNet, 16, 4),
+    "wrn28_10": functools.partial(WideResNet, 28, 10),
+    "small_cnn": SmallConvNet,
+    "tiny_cnn": functools.partial(SmallConvNet, widths=(8, 16)),
+}
+
+
+def get_model(name: str, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
+    """Builds the registered model `name`; unknown names raise a ValueError listing the known ones."""
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODEL_BUILDERS))}")
+    return MODEL_BUILDERS[name](num_classes=num_classes, dtype=dtype)

@@ -1,0 +1,155 @@
+"""The Label Refinery chain: an outer loop that trains fresh models, each on the labels the previous one predicted."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lr_jax import losses, train
+from lr_jax.config import Config
+from lr_jax.data import Splits
+from lr_jax.models import get_model
+
+
+@dataclasses.dataclass
+class Generation:
+    """What one generation trained on, what it produced, and how well it did."""
+
+    generation: int
+    model_name: str
+    trained_on: str  # "ground truth" or "generation k" (the refinery that made its labels)
+    targets: np.ndarray  # (num_train, C) label distributions it trained on (precomputed mode)
+    soft_labels: np.ndarray  # (num_train, C) its softmax on the un-augmented training images
+    val_probs: np.ndarray
+    test_probs: Optional[np.ndarray]
+    variables: dict  # {'params', 'batch_stats'} on the host
+    metrics: dict
+
+
+def accuracy(probs: Optional[np.ndarray], labels: Optional[np.ndarray]) -> Optional[float]:
+    """Top-1 accuracy, or None where there is no split."""
+    if probs is None or labels is None or len(labels) == 0:
+        return None
+    return float(np.mean(np.argmax(probs, -1) == labels))
+
+
+def generation_key(seed: int, generation: int) -> jax.Array:
+    """Each generation's model starts from its own key: fresh initialisation, fresh data order."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), generation)
+
+
+def model_for_generation(config: Config, generation: int) -> str:
+    """With `--refinery_model`, generation 1 is that architecture (the refinery); the rest are `--model`."""
+    if config.refinery_model and generation == 1:
+        return config.refinery_model
+    return config.model
+
+
+def evaluate_generation(
+    gen: int, splits: Splits, soft_labels, val_probs, test_probs, previous: list[Generation]
+) -> dict:
+    """Per-generation metrics: accuracies, the train-minus-test gap, label statistics, the ensemble."""
+    train_accuracy = accuracy(soft_labels, splits.train_labels)
+    val_accuracy = accuracy(val_probs, splits.val_labels)
+    test_accuracy = accuracy(test_probs, splits.test_labels)
+    held_out = test_accuracy if test_accuracy is not None else val_accuracy
+    ensemble_val = np.mean([g.val_probs for g in previous] + [val_probs], axis=0)
+    ensemble_test = (
+        None if test_probs is None else np.mean([g.test_probs for g in previous] + [test_probs], axis=0)
+    )
+    return {
+        "generation": gen,
+        "val_accuracy": val_accuracy,
+        "test_accuracy": test_accuracy,
+        "train_accuracy": train_accuracy,
+        "train_test_gap": None if held_out is None else train_accuracy - held_out,
+        "label_entropy": float(np.mean(np.asarray(losses.label_entropy(jnp.asarray(soft_labels))))),
+        "label_agreement": train_accuracy,  # argmax of the labels it produced vs ground truth
+        "ensemble_val_accuracy": accuracy(ensemble_val, splits.val_labels),
+        "ensemble_test_accuracy": accuracy(ensemble_test, splits.test_labels),
+    }
+
+
+def run_generation(
+    config: Config,
+    splits: Splits,
+    gen: int,
+    targets: np.ndarray,
+    previous: list[Generation],
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> Generation:
+    """Initialises a fresh model, trains it on `targets` (or on the previous generation's per-crop labels in
+    online mode), and predicts soft labels for every un-augmented training image."""
+    model_name = model_for_generation(config, gen)
+    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    model = get_model(model_name, splits.num_classes, dtype)
+    init_key, train_key = jax.random.split(generation_key(config.seed, gen))
+    steps_per_epoch = len(splits.train_images) // config.batch_size
+    state = train.create_train_state(
+        init_key, model, splits.train_images.shape[1:], train.make_optimizer(config, steps_per_epoch)
+    )
+    refinery, refinery_variables = None, None
+    if previous:
+        refinery = get_model(previous[-1].model_name, splits.num_classes, dtype)
+        refinery_variables = previous[-1].variables
+    state, stats = train.train_generation(
+        state, model, config, splits.train_images, splits.train_labels, targets, splits.mean, splits.std,
+        train_key, refinery=refinery, refinery_variables=refinery_variables, log=log, progress=progress,
+    )
+    variables = train.variables_of(state)
+    replicated = train.replicate(variables)
+    predict = lambda images: train.predict_probs(
+        model, replicated, images, splits.mean, splits.std, config.eval_batch_size
+    )
+    soft_labels = predict(splits.train_images)
+    val_probs = predict(splits.val_images)
+    test_probs = None if splits.test_images is None else predict(splits.test_images)
+    metrics = evaluate_generation(gen, splits, soft_labels, val_probs, test_probs, previous)
+    metrics.update(
+        model=model_name,
+        trained_on="ground truth" if not previous else f"generation {previous[-1].generation}",
+        label_mode=config.label_mode if previous else "ground truth",
+        train_seconds=stats["train_seconds"],
+        images_per_second=stats["images_per_second"],
+        epochs=stats["epochs"],
+    )
+    return Generation(
+        generation=gen, model_name=model_name, trained_on=metrics["trained_on"], targets=targets,
+        soft_labels=soft_labels, val_probs=val_probs, test_probs=test_probs, variables=variables,
+        metrics=metrics,
+    )
+
+
+def ground_truth_targets(splits: Splits, config: Config) -> np.ndarray:
+    """Generation 1's targets: one-hot ground truth (smoothed if `--label_smoothing`)."""
+    return np.asarray(losses.one_hot(jnp.asarray(splits.train_labels), splits.num_classes, config.label_smoothing))
+
+
+def run_chain(
+    config: Config,
+    splits: Splits,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    on_generation: Optional[Callable[[Generation, list[Generation]], None]] = None,
+    finished: Optional[list[Generation]] = None,
+) -> list[Generation]:
+    """Runs generations len(finished)+1 .. config.generations; generation k+1 trains on generation k's labels.
+
+    The label array is an explicit value threaded through the loop: `targets` for the next generation is the
+    `soft_labels` array this generation predicted on the un-augmented training images."""
+    chain = list(finished or [])
+    targets = chain[-1].soft_labels if chain else ground_truth_targets(splits, config)
+    for gen in range(len(chain) + 1, config.generations + 1):
+        log(f"generation {gen}/{config.generations}: training {model_for_generation(config, gen)} on "
+            f"{'ground truth' if not chain else 'labels of generation ' + str(chain[-1].generation)}")
+        result = run_generation(config, splits, gen, targets, chain, log=log, progress=progress)
+        chain.append(result)
+        if on_generation is not None:
+            on_generation(result, chain)
+        targets = result.soft_labels
+    return chain

@@ -1,0 +1,100 @@
+"""Run results on disk: results.json (atomic writes), the results.md table, and the printed summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Any, Optional
+
+TABLE_COLUMNS = (
+    ("generation", "gen", "{}"),
+    ("model", "model", "{}"),
+    ("trained_on", "trained on", "{}"),
+    ("val_accuracy", "val acc", "{:.4f}"),
+    ("test_accuracy", "test acc", "{:.4f}"),
+    ("train_accuracy", "train acc", "{:.4f}"),
+    ("train_test_gap", "train-test gap", "{:+.4f}"),
+    ("label_entropy", "label entropy", "{:.4f}"),
+    ("label_agreement", "label agreement", "{:.4f}"),
+    ("ensemble_val_accuracy", "ensemble val acc", "{:.4f}"),
+    ("train_seconds", "train s", "{:.1f}"),
+    ("images_per_second", "images/s", "{:.0f}"),
+)
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes JSON to a temporary file in the same folder, then renames it over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Same as write_json_atomic, for text."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One row per generation, the columns of TABLE_COLUMNS."""
+    header = "| " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    lines = [header, rule]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(key), fmt) for key, _, fmt in TABLE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def results_payload(config, dataset_info: dict, generations: list[dict], complete: bool, wall_seconds: float):
+    """The results.json document."""
+    return {
+        "config": dataclasses.asdict(config),
+        "dataset": dataset_info,
+        "complete": complete,
+        "wall_seconds": wall_seconds,
+        "generations": generations,
+    }
+
+
+def write_results(workdir: str, payload: dict, title: Optional[str] = None) -> None:
+    """Writes results.json and results.md into `workdir`, each atomically."""
+    write_json_atomic(os.path.join(workdir, "results.json"), payload)
+    config = payload["config"]
+    heading = title or f"Label Refinery: {config['dataset']}, {config['model']}, seed {config['seed']}"
+    text = (
+        f"# {heading}\n\n{payload['dataset'].get('description', '')}\n\n"
+        f"{markdown_table(payload['generations'])}\n\n"
+        f"Wall time: {payload['wall_seconds']:.1f} s; complete: {payload['complete']}.\n"
+    )
+    write_text_atomic(os.path.join(workdir, "results.md"), text)
+
+
+def load_results(workdir: str) -> dict:
+    """Reads `workdir/results.json`; errors name the file."""
+    path = os.path.join(workdir, "results.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no results.json (is this a run's --workdir?)") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
