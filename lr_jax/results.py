@@ -88,6 +88,28 @@ def write_results(workdir: str, payload: dict, title: Optional[str] = None) -> N
     write_text_atomic(os.path.join(workdir, "results.md"), text)
 
 
+NUM_EXAMPLES = 16  # training images whose refined labels are shown per generation (paper's Figure 4)
+
+
+def write_label_summary(workdir: str, splits, chain) -> None:
+    """`labels_summary.npz`: per generation, the labels of NUM_EXAMPLES fixed training images and the entropy
+    of every training label; keys images, labels, class_names, probs (G, n, C), entropies (G, N) float16."""
+    import numpy as np
+
+    count = min(NUM_EXAMPLES, len(splits.train_labels))
+    picks = np.random.default_rng(0).choice(len(splits.train_labels), count, replace=False)
+    probs = np.stack([g.soft_labels[picks] for g in chain]).astype(np.float32)
+    entropies = np.stack([
+        -(g.soft_labels * np.log(np.clip(g.soft_labels, 1e-30, 1.0))).sum(-1) for g in chain
+    ]).astype(np.float16)
+    path = os.path.join(workdir, "labels_summary.npz")
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, images=splits.train_images[picks], labels=splits.train_labels[picks],
+                        class_names=np.array(splits.class_names), probs=probs, entropies=entropies,
+                        generations=np.array([g.generation for g in chain]))
+    os.replace(tmp, path)
+
+
 def load_results(workdir: str) -> dict:
     """Reads `workdir/results.json`; errors name the file."""
     path = os.path.join(workdir, "results.json")

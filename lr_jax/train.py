@@ -215,9 +215,9 @@ def predict_probs(model: nn.Module, variables, images: np.ndarray, mean, std, ba
     return np.concatenate(outputs).astype(np.float32)
 
 
-def replicate(tree):
-    """Copies a pytree onto every local device, as pmap expects (leading axis = local device)."""
-    devices = jax.local_devices()
+def replicate(tree, devices=None):
+    """Copies a pytree onto every local device (or `devices`), as pmap expects (leading axis = device)."""
+    devices = devices or jax.local_devices()
     sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("devices",)), jax.P("devices"))
 
     def one(x):

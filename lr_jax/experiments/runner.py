@@ -112,6 +112,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     }
 
     def save(_, chain):
+        results.write_label_summary(config.workdir, splits, chain)
         rows = [g.metrics for g in chain]
         complete = len(chain) == config.generations
         payload = results.results_payload(config, dataset_info, rows, complete, time.perf_counter() - start)
