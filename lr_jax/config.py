@@ -44,6 +44,11 @@ class Config:
     label_smoothing: float = 0.0
     adversarial_jitter: float = 0.0  # fraction of each batch perturbed
     jitter_epsilon: float = 2.0 / 255.0  # L-infinity size of the perturbation, in [0, 1] pixel units
+    # Checkpoints / hosts.
+    checkpoint_every: int = 500  # steps between mid-generation checkpoints (0: only at epoch ends)
+    coordinator_address: Optional[str] = None  # host:port of process 0, for a multi-process run
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
 
 
 DATASET_DEFAULTS = {
@@ -92,6 +97,8 @@ def validate(config: Config) -> Config:
     for name in ("gt_weight", "label_smoothing", "adversarial_jitter"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"--{name} must lie in [0, 1], got {getattr(config, name)}")
+    if config.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint_every must be >= 0 (0: only at epoch ends), got {config.checkpoint_every}")
     if config.dataset not in DATASET_DEFAULTS:
         raise ValueError(f"--dataset={config.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)}")
     return config
