@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from lr_jax import augment, losses
+from lr_jax import augment, checkpoints, losses
 from lr_jax.config import Config
 
 AXIS = "batch"  # the pmap axis name; BatchNorm statistics and gradients are averaged over it
@@ -243,6 +243,43 @@ def epoch_order(key: jax.Array, epoch: int, num_examples: int) -> np.ndarray:
     return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), num_examples), np.int32)
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged; the message names the step, the loss, and the last good checkpoint kept."""
+
+
+def _step_options(config: Config, num_devices: int, refined: bool) -> StepOptions:
+    """The static step settings of a generation; the refinery's settings apply only when `refined`."""
+    return StepOptions(
+        global_batch=config.batch_size,
+        num_devices=num_devices,
+        augment=config.augment,
+        flip=config.flip,
+        crop_padding=config.crop_padding,
+        label_mode=config.label_mode if refined else "precomputed",
+        refinery_train_bn=config.refinery_bn == "train",
+        temperature=config.temperature if refined else 1.0,
+        gt_weight=config.gt_weight if refined else 0.0,
+        label_smoothing=config.label_smoothing,
+        adversarial_jitter=config.adversarial_jitter if refined else 0.0,
+        jitter_epsilon=config.jitter_epsilon,
+    )
+
+
+def _all_finite(tree) -> bool:
+    return all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)
+               if np.issubdtype(np.asarray(leaf).dtype, np.floating))
+
+
+def _resumed(state: TrainState, arrays: dict, record: dict, steps_per_epoch: int, checkpoint_dir: str):
+    """(state, PRNG key, record) continued from a training checkpoint's arrays and record."""
+    if record["steps_per_epoch"] != steps_per_epoch:
+        raise checkpoints.CheckpointError(
+            f"{checkpoint_dir}: saved with {record['steps_per_epoch']} steps per epoch, now {steps_per_epoch}"
+        )
+    state = flax.serialization.from_state_dict(state, arrays["state"])
+    return state, jnp.asarray(arrays["rng"], jnp.uint32), record
+
+
 def train_generation(
     state: TrainState,
     model: nn.Module,
@@ -257,12 +294,19 @@ def train_generation(
     refinery_variables: Any = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    checkpoint_dir: Optional[str] = None,
 ) -> tuple[TrainState, dict]:
     """Trains `state` for `config.epochs` epochs on (images, targets); returns the unreplicated state and stats.
 
-    The whole split is copied to every device once; per step only the step number crosses over.
+    The whole split is copied to every local device once; per step only the step number crosses over. With
+    several processes, the step splits each global batch over all processes' devices, so every process feeds
+    its own devices' shards. With `checkpoint_dir`, the full training state is saved there every
+    `config.checkpoint_every` steps and at each epoch end, and training resumes from the newest readable
+    checkpoint: the data order derives from (key, epoch) and augmentation from (key, step), so the step
+    number is all the data-order state there is. A non-finite loss (or state) stops training with
+    NonFiniteLossError before anything non-finite is saved.
     """
-    devices = jax.local_device_count()
+    devices = jax.device_count()  # global: with several processes each computes its own slice of a batch
     check_batch_divides(config.batch_size, devices)
     num_train = len(train_images)
     steps_per_epoch = num_train // config.batch_size
@@ -270,72 +314,117 @@ def train_generation(
         raise ValueError(
             f"--batch_size={config.batch_size} is larger than the {num_train} training images; lower it"
         )
-    options = StepOptions(
-        global_batch=config.batch_size,
-        num_devices=devices,
-        augment=config.augment,
-        flip=config.flip,
-        crop_padding=config.crop_padding,
-        label_mode=config.label_mode if refinery is not None else "precomputed",
-        refinery_train_bn=config.refinery_bn == "train",
-        temperature=config.temperature if refinery is not None else 1.0,
-        gt_weight=config.gt_weight if refinery is not None else 0.0,
-        label_smoothing=config.label_smoothing,
-        adversarial_jitter=config.adversarial_jitter if refinery is not None else 0.0,
-        jitter_epsilon=config.jitter_epsilon,
+    total_steps = config.epochs * steps_per_epoch
+    manager = (
+        checkpoints.open_manager(checkpoint_dir, checkpoints.KEEP_TRAINING_CHECKPOINTS) if checkpoint_dir else None
     )
-    step_fn = compiled_train_step(model, refinery, options)
-    data = replicate(
-        DeviceData(
-            images=np.asarray(train_images, np.uint8),
-            labels=np.asarray(train_labels, np.int32),
-            targets=np.asarray(targets, np.float32),
-            mean=np.asarray(mean, np.float32),
-            std=np.asarray(std, np.float32),
-        )
-    )
-    rep_state = replicate(state)
-    rep_refinery = replicate(refinery_variables) if refinery_variables is not None else None
-    data_key, step_key = jax.random.split(key)
-    rep_step_key = replicate(step_key)
-    history = []
-    start_time = time.perf_counter()
-    for epoch in range(config.epochs):
-        rep_order = replicate(epoch_order(data_key, epoch, num_train))
-        epoch_start = time.perf_counter()
-        sums = {"loss": 0.0, "accuracy": 0.0}
-        bar = _progress_bar(steps_per_epoch * config.batch_size, f"epoch {epoch + 1}/{config.epochs}", progress)
-        for step in range(steps_per_epoch):
-            rep_state, metrics = step_fn(
-                rep_state, data, rep_order, replicate(np.int32(step)), rep_step_key, rep_refinery
+    try:
+        # `record` is the JSON part of a checkpoint: everything but arrays needed to continue exactly.
+        record = {"steps_per_epoch": steps_per_epoch, "history": [], "epoch_loss_sum": 0.0,
+                  "epoch_accuracy_sum": 0.0, "train_seconds": 0.0}
+        restored = checkpoints.restore_training(manager, log) if manager is not None else None
+        if restored is not None:
+            state, key, record = _resumed(state, *restored, steps_per_epoch, checkpoint_dir)
+            epoch, batch = divmod(record["step"], steps_per_epoch)
+            log(f"  resuming from the checkpoint at step {record['step']} of {total_steps} (epoch "
+                f"{min(epoch + 1, config.epochs)}, batch {batch} of {steps_per_epoch}) in {checkpoint_dir}")
+        start_step = last_saved = record.get("step", 0)
+
+        def diverged(step: int, what: str) -> NonFiniteLossError:
+            epoch, batch = divmod(step - 1, steps_per_epoch)
+            kept = (f"the last good checkpoint (step {last_saved}) is kept in {checkpoint_dir}" if last_saved
+                    else "no checkpoint of this generation was written" if manager is not None
+                    else "checkpoints were off")
+            return NonFiniteLossError(
+                f"{what} at step {step} (epoch {epoch + 1}, batch {batch + 1} of {steps_per_epoch}); training "
+                f"stopped and {kept}. Lower --learning_rate or check the data"
             )
-            bar.update(config.batch_size)
-            for name in sums:
-                sums[name] += metrics[name]  # stays on device: no host sync per step
-        means = {name: float(value[0]) / steps_per_epoch for name, value in sums.items()}
-        bar.close()
-        if not np.isfinite(means["loss"]):
-            raise FloatingPointError(f"non-finite training loss {means['loss']} in epoch {epoch + 1}")
-        seconds = time.perf_counter() - epoch_start
-        rate = steps_per_epoch * config.batch_size / seconds
-        history.append({"epoch": epoch + 1, **means, "seconds": seconds, "images_per_second": rate})
-        log(f"  epoch {epoch + 1}/{config.epochs}: loss {means['loss']:.4f}, "
-            f"accuracy on augmented batches {means['accuracy']:.4f}, {rate:.0f} images/s")
-    train_seconds = time.perf_counter() - start_time
+
+        options = _step_options(config, devices, refinery is not None)
+        # Precomputed labels never call the refinery inside the step: leave it out, so every generation of a
+        # chain reuses generation 1's compiled step.
+        uses_refinery = options.label_mode == "online" or options.adversarial_jitter > 0
+        step_fn = compiled_train_step(model, refinery if uses_refinery else None, options)
+        data = replicate(
+            DeviceData(
+                images=np.asarray(train_images, np.uint8),
+                labels=np.asarray(train_labels, np.int32),
+                targets=np.asarray(targets, np.float32),
+                mean=np.asarray(mean, np.float32),
+                std=np.asarray(std, np.float32),
+            )
+        )
+        rep_state = replicate(state)
+        rep_refinery = replicate(refinery_variables) if uses_refinery else None
+        data_key, step_key = jax.random.split(key)
+        rep_step_key = replicate(step_key)
+        session_start = time.perf_counter()
+        for epoch in range(start_step // steps_per_epoch, config.epochs):
+            first = start_step - epoch * steps_per_epoch if epoch == start_step // steps_per_epoch else 0
+            rep_order = replicate(epoch_order(data_key, epoch, num_train))
+            epoch_start = time.perf_counter()
+            pending = []  # per-step metrics still on device, fetched together at the next sync point
+            bar = _progress_bar(steps_per_epoch * config.batch_size, f"epoch {epoch + 1}/{config.epochs}", progress,
+                                initial=first * config.batch_size)
+            for batch in range(first, steps_per_epoch):
+                rep_state, metrics = step_fn(
+                    rep_state, data, rep_order, replicate(np.int32(batch)), rep_step_key, rep_refinery
+                )
+                pending.append(metrics)
+                bar.update(config.batch_size)
+                step = epoch * steps_per_epoch + batch + 1
+                epoch_done = batch == steps_per_epoch - 1
+                if not (epoch_done or (config.checkpoint_every and step % config.checkpoint_every == 0)):
+                    continue
+                # Sync point: check every step's loss since the last one, then the state, then save.
+                fetched = jax.device_get(pending)
+                for offset, values in enumerate(fetched):
+                    loss, accuracy = float(values["loss"][0]), float(values["accuracy"][0])
+                    if not np.isfinite(loss):
+                        raise diverged(step - len(fetched) + offset + 1, f"non-finite training loss {loss}")
+                    record["epoch_loss_sum"] += loss
+                    record["epoch_accuracy_sum"] += accuracy
+                pending = []
+                host_state = unreplicate(rep_state)
+                if not _all_finite(variables_of(host_state)) or not _all_finite(host_state.opt_state):
+                    raise diverged(step, f"non-finite parameters after a finite loss {loss}")
+                if epoch_done:
+                    seconds = time.perf_counter() - epoch_start
+                    rate = (steps_per_epoch - first) * config.batch_size / seconds
+                    means = {"loss": record["epoch_loss_sum"] / steps_per_epoch,
+                             "accuracy": record["epoch_accuracy_sum"] / steps_per_epoch}
+                    record["history"].append({"epoch": epoch + 1, **means, "seconds": seconds,
+                                              "images_per_second": rate})
+                    record["epoch_loss_sum"] = record["epoch_accuracy_sum"] = 0.0
+                record["train_seconds"] += time.perf_counter() - session_start
+                session_start = time.perf_counter()
+                if manager is not None:
+                    checkpoints.save_training(manager, step, flax.serialization.to_state_dict(host_state), key, record)
+                    last_saved = step
+            bar.close()
+            last = record["history"][-1]
+            log(f"  epoch {epoch + 1}/{config.epochs}: loss {last['loss']:.4f}, "
+                f"accuracy on augmented batches {last['accuracy']:.4f}, {last['images_per_second']:.0f} images/s")
+        final_state = unreplicate(rep_state)
+    finally:
+        if manager is not None:
+            manager.wait_until_finished()
+            manager.close()
+    history = record["history"]
     # Throughput after the first epoch, which also pays for compilation.
     steady = history[1:] or history
     stats = {
-        "train_seconds": train_seconds,
+        "train_seconds": record["train_seconds"],
         "images_per_second": sum(h["images_per_second"] * h["seconds"] for h in steady)
         / sum(h["seconds"] for h in steady),
         "epochs": history,
     }
-    return unreplicate(rep_state), stats
+    return final_state, stats
 
 
-def _progress_bar(total_images: int, description: str, enabled: bool):
+def _progress_bar(total_images: int, description: str, enabled: bool, initial: int = 0):
     """A per-epoch bar counting images, so its rate reads in images/s."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total_images, desc=description, unit="img", unit_scale=True, leave=False,
+    return tqdm(total=total_images, initial=initial, desc=description, unit="img", unit_scale=True, leave=False,
                 dynamic_ncols=True, disable=not enabled)
