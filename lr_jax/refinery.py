@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lr_jax import losses, train
+from lr_jax import checkpoints, losses, train
 from lr_jax.config import Config
 from lr_jax.data import Splits
 from lr_jax.models import get_model
@@ -82,9 +82,11 @@ def run_generation(
     previous: list[Generation],
     log: Callable[[str], None] = print,
     progress: bool = True,
+    checkpoint_dir: Optional[str] = None,
 ) -> Generation:
     """Initialises a fresh model, trains it on `targets` (or on the previous generation's per-crop labels in
-    online mode), and predicts soft labels for every un-augmented training image."""
+    online mode), and predicts soft labels for every un-augmented training image. With `checkpoint_dir`,
+    training saves its state there and resumes from it."""
     model_name = model_for_generation(config, gen)
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     model = get_model(model_name, splits.num_classes, dtype)
@@ -100,6 +102,7 @@ def run_generation(
     state, stats = train.train_generation(
         state, model, config, splits.train_images, splits.train_labels, targets, splits.mean, splits.std,
         train_key, refinery=refinery, refinery_variables=refinery_variables, log=log, progress=progress,
+        checkpoint_dir=checkpoint_dir,
     )
     variables = train.variables_of(state)
     replicated = train.replicate(variables)
@@ -130,6 +133,38 @@ def ground_truth_targets(splits: Splits, config: Config) -> np.ndarray:
     return np.asarray(losses.one_hot(jnp.asarray(splits.train_labels), splits.num_classes, config.label_smoothing))
 
 
+def generation_arrays(result: Generation) -> dict:
+    """The arrays a finished generation saves: its variables and what it predicted."""
+    arrays = {"variables": result.variables, "soft_labels": result.soft_labels, "val_probs": result.val_probs}
+    if result.test_probs is not None:
+        arrays["test_probs"] = result.test_probs
+    return arrays
+
+
+def generation_info(result: Generation, config: Config, splits: Splits) -> dict:
+    """The JSON a finished generation saves: enough to rebuild its model and predict on new images."""
+    return {
+        "model_name": result.model_name,
+        "trained_on": result.trained_on,
+        "num_classes": splits.num_classes,
+        "class_names": list(splits.class_names),
+        "image_shape": list(splits.train_images.shape[1:]),
+        "mean": np.asarray(splits.mean, np.float64).tolist(),
+        "std": np.asarray(splits.std, np.float64).tolist(),
+        "dtype": config.dtype,
+        "metrics": result.metrics,
+    }
+
+
+def generation_from_saved(gen: int, arrays: dict, info: dict, targets: np.ndarray) -> Generation:
+    """A Generation rebuilt from its checkpoint (`targets`: the labels it was trained on, for the record)."""
+    return Generation(
+        generation=gen, model_name=info["model_name"], trained_on=info["trained_on"], targets=targets,
+        soft_labels=arrays["soft_labels"], val_probs=arrays["val_probs"], test_probs=arrays.get("test_probs"),
+        variables=arrays["variables"], metrics=info["metrics"],
+    )
+
+
 def run_chain(
     config: Config,
     splits: Splits,
@@ -137,19 +172,40 @@ def run_chain(
     progress: bool = True,
     on_generation: Optional[Callable[[Generation, list[Generation]], None]] = None,
     finished: Optional[list[Generation]] = None,
+    workdir: Optional[str] = None,
 ) -> list[Generation]:
     """Runs generations len(finished)+1 .. config.generations; generation k+1 trains on generation k's labels.
 
     The label array is an explicit value threaded through the loop: `targets` for the next generation is the
-    `soft_labels` array this generation predicted on the un-augmented training images."""
+    `soft_labels` array this generation predicted on the un-augmented training images. With `workdir`, each
+    finished generation is saved under it (and reloaded instead of retrained on a rerun), and training
+    checkpoints let an interrupted generation continue from its last saved step."""
     chain = list(finished or [])
     targets = chain[-1].soft_labels if chain else ground_truth_targets(splits, config)
-    for gen in range(len(chain) + 1, config.generations + 1):
-        log(f"generation {gen}/{config.generations}: training {model_for_generation(config, gen)} on "
-            f"{'ground truth' if not chain else 'labels of generation ' + str(chain[-1].generation)}")
-        result = run_generation(config, splits, gen, targets, chain, log=log, progress=progress)
-        chain.append(result)
-        if on_generation is not None:
-            on_generation(result, chain)
-        targets = result.soft_labels
+    store = checkpoints.open_manager(checkpoints.finished_dir(workdir)) if workdir else None
+    try:
+        for gen in range(len(chain) + 1, config.generations + 1):
+            saved = checkpoints.restore_generation(store, gen, log) if store is not None else None
+            if saved is not None:
+                result = generation_from_saved(gen, *saved, targets)
+                log(f"generation {gen}/{config.generations}: reloaded from {store.directory}/{gen} (not retrained)")
+            else:
+                log(f"generation {gen}/{config.generations}: training {model_for_generation(config, gen)} on "
+                    f"{'ground truth' if not chain else 'labels of generation ' + str(chain[-1].generation)}")
+                checkpoint_dir = checkpoints.training_dir(workdir, gen) if workdir else None
+                try:
+                    result = run_generation(config, splits, gen, targets, chain, log=log, progress=progress,
+                                            checkpoint_dir=checkpoint_dir)
+                except train.NonFiniteLossError as error:
+                    raise train.NonFiniteLossError(f"generation {gen}: {error}") from None
+                if store is not None:
+                    checkpoints.save_generation(store, gen, generation_arrays(result),
+                                                generation_info(result, config, splits))
+            chain.append(result)
+            if on_generation is not None and saved is None:
+                on_generation(result, chain)
+            targets = result.soft_labels
+    finally:
+        if store is not None:
+            store.close()
     return chain

@@ -10,12 +10,12 @@ import time
 from typing import Optional, Sequence
 
 from lr_jax import config as config_lib
-from lr_jax import refinery, results
+from lr_jax import checkpoints, distributed, refinery, results, train
 from lr_jax.data import DataError, class_counts, load_dataset, make_splits
 
 HELP = {
     "data_dir": "dataset location (image-folder tree, archive, ...); omit to read TFDS",
-    "workdir": "folder for results.json, results.md and log.txt",
+    "workdir": "folder for results.json, results.md, log.txt and checkpoints; rerunning resumes it",
     "preset": f"named settings applied before other flags: {', '.join(config_lib.PRESETS)}",
     "generations": "number of models in the chain (1 = ground truth only)",
     "model": "architecture of every generation (see lr_jax.models.MODEL_BUILDERS)",
@@ -33,6 +33,10 @@ HELP = {
     "label_smoothing": "label smoothing of ground-truth targets",
     "adversarial_jitter": "fraction of each batch perturbed adversarially and relabelled by the refinery",
     "jitter_epsilon": "L-infinity size of the adversarial perturbation in [0, 1] pixel units",
+    "checkpoint_every": "steps between mid-generation checkpoints in --workdir (0: only at epoch ends)",
+    "coordinator_address": "multi-process runs: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)",
+    "num_processes": "multi-process runs: how many processes (or JAX_NUM_PROCESSES)",
+    "process_id": "multi-process runs: this process's index, 0 .. num_processes-1 (or JAX_PROCESS_ID)",
 }
 
 
@@ -58,14 +62,19 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
             choices = tuple(config_lib.PRESETS)
         parser.add_argument(flag, type=kind, default=None, choices=choices, help=f"{help_text} (default {default})")
     parser.add_argument("--no_progress", action="store_true", help="no per-epoch progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="discard what an earlier run wrote into --workdir instead of resuming it")
     return parser
 
 
-def make_logger(workdir: Optional[str]):
-    """Prints and appends each line to workdir/log.txt once the workdir exists."""
+def make_logger(workdir: Optional[str], enabled: bool = True):
+    """Prints and appends each line to workdir/log.txt once the workdir exists (only where `enabled`)."""
 
-    def log(line: str) -> None:
-        print(line, flush=True)
+    def log(line: str, echo: bool = True) -> None:
+        if not enabled:
+            return
+        if echo:
+            print(line, flush=True)
         if workdir and os.path.isdir(workdir):
             with open(os.path.join(workdir, "log.txt"), "a") as f:
                 f.write(line + "\n")
@@ -74,15 +83,21 @@ def make_logger(workdir: Optional[str]):
 
 
 def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
-    """Parses flags, reads and checks the data (before anything is written), runs the chain, writes results."""
+    """Parses flags, reads and checks the data (before anything is written), runs the chain, writes results.
+
+    A rerun with the same --workdir resumes: finished generations are reloaded, an interrupted one continues
+    from its last checkpoint. With several processes, process 0 alone writes results and logs."""
     parser = build_parser(dataset)
     args = vars(parser.parse_args(argv))
     progress = not args.pop("no_progress")
+    overwrite = args.pop("overwrite")
     try:
         config = config_lib.build_config(dataset, args)
+        distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
     except ValueError as error:
         parser.error(str(error))
-    log = make_logger(None)
+    main_process = distributed.is_main_process()
+    log = make_logger(None, main_process)
     start = time.perf_counter()
     data = load_dataset(config.dataset, config.data_dir)
     splits = make_splits(data, config.val_size, config.train_size, config.seed)
@@ -97,9 +112,13 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
 
     import jax
 
-    os.makedirs(config.workdir, exist_ok=True)
-    log = make_logger(config.workdir)
-    log(f"devices: {jax.local_device_count()} x {jax.devices()[0].platform}; config: {dataclasses.asdict(config)}")
+    record = checkpoints.run_record(dataclasses.asdict(config), splits)
+    resuming = checkpoints.prepare_workdir(config.workdir, record, overwrite, log)
+    log = make_logger(config.workdir, main_process)
+    if resuming:
+        log(f"resuming the run in {config.workdir}")
+    log(f"devices: {jax.device_count()} x {jax.devices()[0].platform} in {jax.process_count()} process(es); "
+        f"config: {dataclasses.asdict(config)}")
     dataset_info = {
         "description": description,
         "source": data.source,
@@ -107,28 +126,43 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
         "num_train": int(len(splits.train_labels)),
         "num_val": int(len(splits.val_labels)),
         "num_test": None if splits.test_labels is None else int(len(splits.test_labels)),
-        "devices": jax.local_device_count(),
+        "devices": jax.device_count(),
+        "processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
     }
 
     def save(_, chain):
+        if not main_process:
+            return
         results.write_label_summary(config.workdir, splits, chain)
         rows = [g.metrics for g in chain]
         complete = len(chain) == config.generations
         payload = results.results_payload(config, dataset_info, rows, complete, time.perf_counter() - start)
         results.write_results(config.workdir, payload)
 
-    chain = refinery.run_chain(config, splits, log=log, progress=progress, on_generation=save)
+    try:
+        chain = refinery.run_chain(config, splits, log=log, progress=progress and main_process, on_generation=save,
+                                   workdir=config.workdir)
+    except (train.NonFiniteLossError, checkpoints.CheckpointError) as error:
+        log(f"error: {error}", echo=False)  # main() prints it
+        raise
+    save(None, chain)  # also when every generation was reloaded
     rows = [g.metrics for g in chain]
     log("\n" + results.markdown_table(rows))
     log(f"wall time {time.perf_counter() - start:.1f} s; results in {os.path.join(config.workdir, 'results.json')}")
+    distributed.barrier("results_written")
     return results.load_results(config.workdir)
 
 
 def main(dataset: str, argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point: clear one-line errors for bad input instead of tracebacks."""
+    """Entry point: clear one-line errors for bad input, unusable workdirs and diverged training, no tracebacks.
+
+    Exit status 2: bad input or workdir; 3: training diverged (non-finite loss)."""
     try:
         run(dataset, argv)
-    except (DataError, FileNotFoundError) as error:
+    except (DataError, FileNotFoundError, checkpoints.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except train.NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(3)
