@@ -1,0 +1,113 @@
+"""Helpers for tests that run the real CLI in subprocesses: a tiny PNG image folder, the run flags, results."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+CLASSES = ("ant", "bee", "cat", "dog")
+IMAGES_PER_CLASS = 12
+# 48 images of 8x8: 40 train / 8 validation; batch 8 -> 5 steps per epoch, 10 per generation.
+RUN_FLAGS = (
+    "--model", "tiny_cnn", "--generations", "2", "--epochs", "2", "--batch_size", "8", "--val_size", "8",
+    "--eval_batch_size", "16", "--checkpoint_every", "3", "--no_progress",
+)
+STEPS_PER_GENERATION = 10
+TIMING_KEYS = ("train_seconds", "images_per_second", "seconds", "wall_seconds")
+# Kills the process (SIGKILL, as a preempted machine would) just before the Nth train step runs.
+KILLING_WRAPPER = """
+import os, signal, sys
+from lr_jax import train
+from lr_jax.experiments import runner
+kill_before_call = int(sys.argv[1])
+compiled = train.compiled_train_step
+calls = [0]
+def counting(*key):
+    step = compiled(*key)
+    def run_step(*args):
+        calls[0] += 1
+        if calls[0] == kill_before_call:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return step(*args)
+    return run_step
+train.compiled_train_step = counting
+runner.main("cifar10", sys.argv[2:])
+"""
+
+
+def write_image_folder(root: pathlib.Path, seed: int = 0) -> pathlib.Path:
+    """root/train/<class>/NN.png: 8x8 RGB images whose dominant colour depends on the class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASSES):
+        folder = root / "train" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(IMAGES_PER_CLASS):
+            pixels = np.full((8, 8, 3), 60.0)
+            pixels[..., label % 3] = 150 + 60 * (label // 3)
+            pixels += rng.normal(0, 30, pixels.shape)
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return root
+
+
+def compile_cache_dir(tmp_path_factory) -> pathlib.Path:
+    """One XLA compilation cache for every CLI subprocess of the test session."""
+    folder = tmp_path_factory.getbasetemp() / "lr_jax_compile_cache"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def subprocess_env(cache_dir: pathlib.Path, devices: int = 4) -> dict:
+    """The environment of a CLI subprocess: this checkout on the path, `devices` CPU devices, and a shared
+    compilation cache so that repeated runs of the same configuration skip XLA compilation."""
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    return env
+
+
+def run_cli(args, cache_dir, timeout: float = 240, kill_before_call: int | None = None, devices: int = 4):
+    """Runs `python -m lr_jax.experiments.cifar10 args` (or the killing wrapper); returns the CompletedProcess."""
+    if kill_before_call is None:
+        command = [sys.executable, "-m", "lr_jax.experiments.cifar10", *map(str, args)]
+    else:
+        command = [sys.executable, "-c", KILLING_WRAPPER, str(kill_before_call), *map(str, args)]
+    return subprocess.run(command, env=subprocess_env(cache_dir, devices), capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)
+
+
+def without_timings(value):
+    """A results.json fragment with wall-clock fields removed (they differ between any two runs)."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def saved_generation(workdir, generation: int) -> dict:
+    """The arrays of a finished generation (variables, soft labels, probabilities) as saved in `workdir`."""
+    from lr_jax import checkpoints
+
+    return checkpoints.load_generation(str(workdir), generation)[0]
+
+
+def truncate_largest_file(folder: pathlib.Path) -> pathlib.Path:
+    """Cuts the largest file under `folder` to half its size (a partly written checkpoint); returns it."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    largest = max(files, key=lambda p: p.stat().st_size)
+    with open(largest, "r+b") as f:
+        f.truncate(largest.stat().st_size // 2)
+    return largest
