@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import Any, Callable, Optional
 
@@ -53,11 +54,18 @@ def open_manager(directory: str, max_to_keep: Optional[int] = None, read_only: b
     process must open it and take part in saves."""
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, cleanup_tmp_directories=not read_only, read_only=read_only, create=not read_only,
-        enable_async_checkpointing=False,
-    )
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    if read_only:  # orbax warns that a read-only manager will not save: expected here, so not shown
+        absl_logger.setLevel(logging.ERROR)
+    try:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, cleanup_tmp_directories=not read_only, read_only=read_only,
+            create=not read_only, enable_async_checkpointing=False,
+        )
+        return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    finally:
+        absl_logger.setLevel(level)
 
 
 def tree_digest(tree) -> str:
