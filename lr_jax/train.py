@@ -223,7 +223,7 @@ def predict_probs(model: nn.Module, variables, images: np.ndarray, mean, std, ba
 def replicate(tree, devices=None):
     """Copies a pytree onto every local device (or `devices`), as pmap expects (leading axis = device)."""
     devices = devices or jax.local_devices()
-    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("devices",)), jax.P("devices"))
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), (AXIS,)), jax.P(AXIS))
 
     def one(x):
         x = x if isinstance(x, jax.Array) else np.asarray(x)
