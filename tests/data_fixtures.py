@@ -73,7 +73,8 @@ def write_svhn_mat(folder, splits: dict, x_key: str = "X", y_key: str = "y") -> 
 
 def write_idx(path, array: np.ndarray, gz: bool = True) -> pathlib.Path:
     """One IDX file of unsigned bytes (gzip-compressed when `gz`, as distributed)."""
-    data = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
     path = pathlib.Path(str(path) + (".gz" if gz else ""))
     path.write_bytes(gzip.compress(data) if gz else data)
     return path

@@ -62,7 +62,8 @@ def test_every_source_has_one_layout_and_logs_reader_and_counts(sources, kind):
     reader = next(v for k, v in READERS.items() if kind.startswith(k))
     assert lines[0] == f"read {name} with reader: {dataset.source}" and reader in lines[0] and str(path) in lines[0]
     counts = np.bincount(dataset.train_labels, minlength=10)
-    assert lines[1].startswith(f"  train: {len(dataset.train_labels)} images of shape {dataset.image_shape}; per class: ")
+    shape = dataset.image_shape
+    assert lines[1].startswith(f"  train: {len(dataset.train_labels)} images of shape {shape}; per class: ")
     assert lines[1].endswith(f"{dataset.class_names[-1]} {counts[-1]}")
 
 
@@ -105,10 +106,10 @@ def test_two_datasets_in_one_folder_is_ambiguous(tmp_path, sources):
         load_dataset("svhn", str(tmp_path))
 
 
-def test_unknown_single_file(tmp_path):
-    (tmp_path / "data.bin").write_bytes(b"\x00" * 100)
-    with pytest.raises(DataError, match="data.bin: truncated tar archive"):
-        load_dataset("cifar10", str(tmp_path / "data.bin"))
+def test_single_file_that_is_no_archive(tmp_path, sources):
+    mat = sources["svhn mat"][1] / "train_32x32.mat"
+    with pytest.raises(DataError, match=f"{mat}: neither a folder nor an archive .*pass the folder or archive"):
+        load_dataset("svhn", str(mat))
 
 
 def test_cache_returns_the_same_arrays_and_follows_the_source(tmp_path, sources):
@@ -126,7 +127,8 @@ def test_cache_returns_the_same_arrays_and_follows_the_source(tmp_path, sources)
     assert second.class_names == first.class_names
     os.utime(archive, ns=(1, 1))  # a changed modification time is a changed source: read again, old entry replaced
     third = load_dataset(name, str(archive), cache_dir=str(cache_dir))
-    assert "decoded arrays from cache" not in third.source and len(os.listdir(cache_dir)) == 1 and os.listdir(cache_dir) != [entry]
+    assert "decoded arrays from cache" not in third.source
+    assert len(os.listdir(cache_dir)) == 1 and os.listdir(cache_dir) != [entry]
 
 
 def test_cache_of_a_folder_notices_a_changed_file(tmp_path, lossless_cifar):

@@ -62,7 +62,8 @@ def rewrite(path, transform):
 @pytest.mark.parametrize("member, transform, message", [
     ("train-images-idx3-ubyte.gz", lambda d: b"\x00\x00\x09" + d[3:], "not an IDX file of unsigned bytes with 3"),
     ("train-images-idx3-ubyte.gz", lambda d: d[:-5], "holds 78395 (truncated or corrupt)"),
-    ("t10k-labels-idx1-ubyte.gz", lambda d: d[:4] + (29).to_bytes(4, "big") + d[8:-1], "30 images but labels of shape (29,)"),
+    ("t10k-labels-idx1-ubyte.gz", lambda d: d[:4] + (29).to_bytes(4, "big") + d[8:-1],
+     "30 images but labels of shape (29,)"),
     ("train-labels-idx1-ubyte.gz", lambda d: d[:-1] + b"\x0a", "label values must lie in [0, 9], found 0..10"),
 ])
 def test_bad_idx_names_the_file_and_the_problem(tmp_path, grey_splits, member, transform, message):

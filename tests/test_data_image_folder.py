@@ -1,4 +1,4 @@
-"""Image-folder trees as folder, .tar, .tar.gz and .zip: exact PNG pixels, JPEG = PIL's decode, parallel workers, bad files."""
+"""Image-folder trees as folder, .tar, .tar.gz, .zip: exact PNG pixels, JPEG = PIL's decoding, workers, bad files."""
 
 import io
 import tarfile
@@ -78,8 +78,10 @@ def spoil(tree_root, rel, data):
 
 
 @pytest.mark.parametrize("problem, make, message", [
-    ("wrong size", lambda a: encode_image(np.zeros((30, 32, 3), np.uint8)), "image is (30, 32, 3) (H, W, C) but the first image is (32, 32, 3)"),
-    ("wrong channels", lambda a: encode_image(a[..., :1]), "image is (32, 32, 1) (H, W, C) but the first image is (32, 32, 3)"),
+    ("wrong size", lambda a: encode_image(np.zeros((30, 32, 3), np.uint8)),
+     "image is (30, 32, 3) (H, W, C) but the first image is (32, 32, 3)"),
+    ("wrong channels", lambda a: encode_image(a[..., :1]),
+     "image is (32, 32, 1) (H, W, C) but the first image is (32, 32, 3)"),
     ("unreadable", lambda a: b"not an image at all", "cannot read image"),
     ("truncated jpeg", lambda a: encode_image(a, "jpeg")[:300], "cannot read image"),
     ("16-bit png", lambda a: encode_image(a[..., 0].astype(np.uint16)[..., None] * 200), "images are not supported"),
@@ -147,10 +149,16 @@ def test_corrupt_tar_header_and_truncated_tar(tmp_path, png_tree):
     data[header_at + 1] ^= 0x20  # one letter of a member's name
     damaged = tmp_path / "damaged.tar"
     damaged.write_bytes(bytes(data))
-    with pytest.raises(DataError, match=f"{damaged}: corrupt tar archive \\(bad header checksum at byte {header_at}\\)"):
+    with pytest.raises(DataError, match=rf"{damaged}: corrupt tar archive \(bad header checksum at byte {header_at}\)"):
         load_dataset("cifar10", str(damaged))
     with pytest.raises(DataError, match=f"{archive}: truncated tar archive"):
         load_dataset("cifar10", str(truncate(archive, 0.5)))
+
+
+def test_truncated_zip(tmp_path, png_tree):
+    archive = truncate(pack(png_tree, tmp_path / "tree.zip"), 0.8)
+    with pytest.raises(DataError, match=f"{archive}: truncated or corrupt zip archive"):
+        load_dataset("cifar10", str(archive))
 
 
 def test_no_train_folder_in_archive(tmp_path, png_splits):

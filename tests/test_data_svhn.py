@@ -1,4 +1,4 @@
-"""SVHN cropped digits from .mat files (X (32, 32, 3, N), y (N, 1), 10 = digit 0): exact pixels, extra split, bad files."""
+"""SVHN .mat files (X (32, 32, 3, N), y (N, 1), 10 = digit 0): exact pixels, the extra split, bad files."""
 
 import numpy as np
 import pytest
@@ -61,7 +61,8 @@ def save_mat(root, name, **variables):
     (lambda x, y: {"X": x.astype(np.float64), "y": y}, "X is float64 (32, 32, 3, 100), expected uint8 (H, W, 3, N)"),
     (lambda x, y: {"X": x[:, :, :1], "y": y}, "X is uint8 (32, 32, 1, 100), expected uint8 (H, W, 3, N)"),
     (lambda x, y: {"X": x, "y": y[:-1]}, "y is (99, 1) but X holds 100 images"),
-    (lambda x, y: {"X": x, "y": np.where(y == 10, 0, y)}, "label values must lie in 1..10 (10 means digit 0); found [0]"),
+    (lambda x, y: {"X": x, "y": np.where(y == 10, 0, y)},
+     "label values must lie in 1..10 (10 means digit 0); found [0]"),
     (lambda x, y: {"X": x, "y": y + 2}, "label values must lie in 1..10 (10 means digit 0); found [11, 12]"),
     (lambda x, y: {"X": x, "y": y + 0.5}, "y must hold whole numbers"),
 ])

@@ -20,7 +20,7 @@ def source_stamp(path: str) -> str:
     """Hash of the size and modification time of `path` (a file) or of every file under it (a folder)."""
     digest = hashlib.sha256()
     if os.path.isdir(path):
-        for rel, is_dir, stat in sorted(walk_folder(path)):
+        for rel, is_dir, stat in sorted(walk_folder(path, with_stat=True)):
             if not is_dir:
                 digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     else:

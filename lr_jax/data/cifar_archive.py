@@ -79,7 +79,8 @@ def read_cifar_python(tree: SourceTree, prefix: str, name: str) -> Dataset:
     class_names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
     train = concatenate_splits([python_batch(tree, prefix + b, len(class_names)) for b in TRAIN_BATCHES])
     test = python_batch(tree, f"{prefix}test_batch", len(class_names))
-    return make_dataset(name, class_names, train, test, source=f"CIFAR-10 python version {tree.where(prefix.rstrip('/'))}")
+    source = f"CIFAR-10 python version {tree.where(prefix.rstrip('/'))}"
+    return make_dataset(name, class_names, train, test, source=source)
 
 
 def binary_batch(tree: SourceTree, rel: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,4 +107,5 @@ def read_cifar_binary(tree: SourceTree, prefix: str, name: str) -> Dataset:
         raise DataError(f"{tree.where(meta_rel)}: no class names (expected one per line)")
     train = concatenate_splits([binary_batch(tree, f"{prefix}{b}.bin", len(class_names)) for b in TRAIN_BATCHES])
     test = binary_batch(tree, f"{prefix}test_batch.bin", len(class_names))
-    return make_dataset(name, class_names, train, test, source=f"CIFAR-10 binary version {tree.where(prefix.rstrip('/'))}")
+    source = f"CIFAR-10 binary version {tree.where(prefix.rstrip('/'))}"
+    return make_dataset(name, class_names, train, test, source=source)

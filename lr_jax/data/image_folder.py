@@ -1,4 +1,4 @@
-"""Reader for image-folder trees `train/<class>/*.{png,jpg}` (+ optional `test/`), as a folder or an archive, decoded in parallel processes."""
+"""Reader for image-folder trees `train/<class>/*.png|jpg` (+ `test/`), folder or archive, decoded in parallel."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 IMAGES_PER_WORKER = 4000  # below this many images per process, starting processes costs more than it saves
 _TO_RGB = ("RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
 _JPEG_FRAME_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_DIGIT_RUNS = re.compile(r"(\d+)")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -119,10 +120,14 @@ def decode_into(out: np.ndarray, items: Sequence, wheres: Sequence[str], chunk: 
             out[i] = decode_image(io.BytesIO(data), wheres[i], shape)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def worker_count(num_images: int) -> int:
     """Processes worth starting for `num_images` images on this machine's CPUs (1: decode in this process)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, 16, num_images // IMAGES_PER_WORKER))
+    return max(1, min(available_cpus(), 16, num_images // IMAGES_PER_WORKER))
 
 
 def decode_all(items, where_of, workers: Optional[int] = None) -> np.ndarray:
@@ -200,14 +205,14 @@ def decode_worker() -> None:
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders numbered files by number: 'img2' before 'img10'."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+    return tuple(int(part) if part.isdigit() else part for part in _DIGIT_RUNS.split(name))
 
 
 def list_class_tree(tree: SourceTree, split: str) -> dict[str, list[str]]:
     """{class: image paths in natural order} for `split/<class>/<image>`; errors name the folder."""
     classes = tree.subdirs.get(split, [])
     if not classes:
-        raise DataError(f"{tree.where(split)}: no class folders found (expected {tree.where(split)}/<class>/<image>.png|jpg)")
+        raise DataError(f"{tree.where(split)}: no class folders found (expected {tree.where(split)}/<class>/<image>)")
     class_tree = {}
     for name in classes:
         folder = f"{split}/{name}"
@@ -241,7 +246,7 @@ def read_image_tree(tree: SourceTree, prefix: str, name: str) -> Dataset:
     root = prefix.rstrip("/")
     train_dir, test_dir = f"{prefix}train", f"{prefix}test"
     if not tree.has_dir(train_dir):
-        raise DataError(f"{tree.where(root)}: no train/ folder (expected {tree.where(train_dir)}/<class>/<image>.png|jpg)")
+        raise DataError(f"{tree.where(root)}: no train/ folder (expected {tree.where(train_dir)}/<class>/<image>)")
     train_tree = list_class_tree(tree, train_dir)
     class_names = list(train_tree)
     test_tree = None

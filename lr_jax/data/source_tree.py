@@ -1,4 +1,4 @@
-"""A folder or an archive (.tar, .tar.gz/.bz2/.xz, .zip) seen as one tree of relative paths; archives are read in memory, never unpacked to disk."""
+"""A folder or an archive (.tar[.gz|.bz2|.xz], .zip) as one tree of relative paths; archives are read in memory."""
 
 from __future__ import annotations
 
@@ -67,8 +67,11 @@ def is_archive(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith(ARCHIVE_EXTENSIONS)
 
 
-def walk_folder(root: str, max_depth: int = MAX_DEPTH) -> Iterator[tuple[str, bool, os.stat_result]]:
-    """(relative path, is folder, stat) of everything under `root` down to `max_depth` levels, symlinks followed."""
+def walk_folder(
+    root: str, with_stat: bool = False, max_depth: int = MAX_DEPTH
+) -> Iterator[tuple[str, bool, Optional[os.stat_result]]]:
+    """(relative path, is folder, stat if `with_stat`) of everything under `root` down to `max_depth` levels,
+    symlinks followed."""
     pending = [("", 0)]
     while pending:
         rel, depth = pending.pop()
@@ -80,8 +83,8 @@ def walk_folder(root: str, max_depth: int = MAX_DEPTH) -> Iterator[tuple[str, bo
             child = f"{rel}/{entry.name}" if rel else entry.name
             try:
                 is_dir = entry.is_dir()
-                stat = entry.stat()
-            except OSError:  # a dangling symlink: not part of any dataset
+                stat = entry.stat() if with_stat else None
+            except OSError:  # a file that vanished or a dangling symlink: not part of any dataset
                 continue
             yield child, is_dir, stat
             if is_dir and depth + 1 < max_depth:
@@ -121,12 +124,19 @@ def open_tree(path: str) -> SourceTree:
         return _index(path, dirs, files)
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(512)
     except OSError as error:
         raise DataError(f"{path}: cannot read: {error.strerror or error}") from None
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")) or path.lower().endswith(".zip"):
         return _open_zip(path)
-    return _open_tar(path)
+    if path.lower().endswith(ARCHIVE_EXTENSIONS) or head[257:262] == b"ustar" or head.startswith(
+        tuple(magic for magic, _, _ in _COMPRESSION)
+    ):
+        return _open_tar(path)
+    raise DataError(
+        f"{path}: neither a folder nor an archive ({', '.join(ARCHIVE_EXTENSIONS)}); "
+        "pass the folder or archive that holds the dataset's files"
+    )
 
 
 def _open_zip(path: str) -> SourceTree:
@@ -176,7 +186,8 @@ def _tar_number(field: bytes, where: str) -> int:
 
 def _check_header_sums(data: bytes, positions: list[int], stored: list[int], where: str) -> None:
     """Tar header checksums (byte sum with the checksum field read as spaces; unsigned or signed), all at once."""
-    headers = np.frombuffer(data, np.uint8)[np.asarray(positions, np.int64)[:, None] + np.arange(512)]
+    blocks = np.frombuffer(data, np.uint8, count=len(data) // 512 * 512).reshape(-1, 512)
+    headers = blocks[np.asarray(positions) // 512]  # tar headers start on 512-byte boundaries
     unsigned, signed = (h.sum(1, dtype=np.int64) - h[:, 148:156].sum(1, dtype=np.int64) + 8 * 32
                         for h in (headers, headers.view(np.int8)))
     bad = np.flatnonzero((unsigned != stored) & (signed != stored))

@@ -1,4 +1,4 @@
-"""`python -m lr_jax.experiments.fashion_mnist`: the Label Refinery chain on Fashion-MNIST (Debian's IDX files by default)."""
+"""`python -m lr_jax.experiments.fashion_mnist`: the Label Refinery chain on Fashion-MNIST (Debian's IDX files)."""
 
 from lr_jax.experiments.runner import main
 
