@@ -131,6 +131,14 @@ def test_cache_returns_the_same_arrays_and_follows_the_source(tmp_path, sources)
     assert len(os.listdir(cache_dir)) == 1 and os.listdir(cache_dir) != [entry]
 
 
+def test_cache_that_cannot_be_written_only_warns(tmp_path, sources):
+    name, path = sources["svhn mat"]
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="could not write"):
+        dataset = load_dataset(name, str(path), cache_dir=str(tmp_path / "file"))
+    assert len(dataset.train_labels) == 100
+
+
 def test_cache_of_a_folder_notices_a_changed_file(tmp_path, lossless_cifar):
     x, y = lossless_cifar
     root = write_svhn_mat(tmp_path / "svhn", {"train": (x[:50], y[:50])})

@@ -1,6 +1,7 @@
 """Image-folder trees as folder, .tar, .tar.gz, .zip: exact PNG pixels, JPEG = PIL's decoding, workers, bad files."""
 
 import io
+import sys
 import tarfile
 
 import numpy as np
@@ -35,6 +36,19 @@ def test_png_tree_gives_exact_pixels_class_by_class(tmp_path, png_tree, png_spli
         np.testing.assert_array_equal(getattr(dataset, f"{split}_images"), images)
         np.testing.assert_array_equal(getattr(dataset, f"{split}_labels"), labels)
     assert dataset.class_names == CIFAR_CLASSES and dataset.train_labels.dtype == np.int32
+
+
+def test_hidden_files_and_macos_folders_are_ignored(tmp_path, png_splits):
+    root = write_image_tree(tmp_path / "src" / "cifar", {"train": png_splits["train"]})
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    (root / "train" / "cat" / "._0001.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    macos = tmp_path / "src" / "__MACOSX" / "cifar" / "train" / "cat"
+    macos.mkdir(parents=True)
+    (macos / "._0001.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    for data_dir in (root, pack(tmp_path / "src", tmp_path / "tree.zip")):
+        dataset = load_dataset("cifar10", str(data_dir))
+        np.testing.assert_array_equal(dataset.train_images, class_major(*png_splits["train"])[0])
+        assert dataset.class_names == CIFAR_CLASSES
 
 
 def test_numbered_files_are_read_in_number_order(tmp_path, png_splits):
@@ -166,3 +180,13 @@ def test_no_train_folder_in_archive(tmp_path, png_splits):
     archive = pack(root, tmp_path / "only-test.tar.gz")
     with pytest.raises(DataError, match="no known dataset layout found"):
         load_dataset("cifar10", str(archive))
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(tmp_path, png_splits, monkeypatch):
+    crashing = tmp_path / "python"
+    crashing.write_text("#!/bin/sh\ncat > /dev/null\nexit 3\n")
+    crashing.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(crashing))
+    blobs = [encode_image(a) for a in png_splits["train"][0][:20]]
+    with pytest.raises(RuntimeError, match=r"image decoding worker for image1..image9 died \(exit code 3\)"):
+        decode_all(blobs, lambda i: f"image{i}", workers=2)

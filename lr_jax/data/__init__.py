@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Callable, Optional
 
 from lr_jax.data.dataset import (
@@ -118,7 +119,10 @@ def load_dataset(
         dataset = cache.load_cached(path)
         if dataset is None:
             dataset = read_source(name, data_dir, svhn_extra)
-            cache.save_cached(path, dataset)
+            try:
+                cache.save_cached(path, dataset)
+            except OSError as error:  # a full disk or a read-only folder costs speed, not the run
+                warnings.warn(f"--cache_dir {cache_dir}: could not write {path} ({error}); continuing without it")
     else:
         dataset = read_source(name, data_dir, svhn_extra)
     for line in summary_lines(dataset) if log else ():

@@ -148,8 +148,10 @@ def decode_all(items, where_of, workers: Optional[int] = None) -> np.ndarray:
         return out
     bounds = np.linspace(1, len(items), workers + 1).astype(int)
     chunks = list(zip(bounds[:-1], bounds[1:]))
-    command = [sys.executable, "-c", f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
-               "from lr_jax.data.image_folder import decode_worker; decode_worker()"]
+    # The worker keeps its stdout pipe for pixels and sends anything printed (by imports, say) to stderr.
+    command = [sys.executable, "-c", f"import os, sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
+               "pixels = os.fdopen(os.dup(1), 'wb'); os.dup2(2, 1); "
+               "from lr_jax.data.image_folder import decode_worker; decode_worker(pixels)"]
     processes = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in chunks]
     try:
         with ThreadPoolExecutor(len(chunks)) as pool:
@@ -189,18 +191,18 @@ def _run_worker(process, out: np.ndarray, items, wheres, chunk) -> Optional[str]
     return None
 
 
-def decode_worker() -> None:
+def decode_worker(pixels) -> None:
     """Body of a worker process: (items, wheres, shape) on stdin -> b'K' + pixels, or b'E' + error message."""
     items, wheres, shape = pickle.load(sys.stdin.buffer)
     out = np.empty(shape, np.uint8)
     try:
         decode_into(out, items, wheres)
     except DataError as error:
-        sys.stdout.buffer.write(b"E" + pickle.dumps(str(error)))
-        return
-    sys.stdout.buffer.write(b"K")
-    sys.stdout.buffer.write(memoryview(out).cast("B"))
-    sys.stdout.buffer.flush()
+        pixels.write(b"E" + pickle.dumps(str(error)))
+    else:
+        pixels.write(b"K")
+        pixels.write(memoryview(out).cast("B"))
+    pixels.flush()
 
 
 def natural_key(name: str) -> tuple:

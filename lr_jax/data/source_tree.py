@@ -26,7 +26,9 @@ _COMPRESSION = (  # magic bytes, decompress, name
 
 @dataclasses.dataclass
 class SourceTree:
-    """Relative paths ('a/b/c', '' = the top) of a folder or an archive; archive file contents are held in `blobs`."""
+    """Relative paths ('a/b/c', '' = the top) of a folder or an archive; archive file contents are held in `blobs`.
+
+    Hidden names (starting with '.', e.g. .ipynb_checkpoints or macOS '._x.jpg') and __MACOSX/ are left out."""
 
     path: str  # the folder or archive, as the user gave it
     subdirs: dict[str, list[str]]  # folder -> names of its sub-folders, sorted
@@ -63,8 +65,9 @@ class SourceTree:
             raise DataError(f"{self.where(rel)}: cannot read: {error.strerror or error}") from None
 
 
-def is_archive(path: str) -> bool:
-    return os.path.isfile(path) and path.lower().endswith(ARCHIVE_EXTENSIONS)
+def is_hidden(rel: str) -> bool:
+    """Folders and files no dataset holds: dot-names and the __MACOSX/ folder macOS adds to zip files."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/"))
 
 
 def walk_folder(
@@ -80,6 +83,8 @@ def walk_folder(
         except OSError as error:
             raise DataError(f"{os.path.join(root, rel)}: cannot list folder: {error.strerror or error}") from None
         for entry in entries:
+            if is_hidden(entry.name):
+                continue
             child = f"{rel}/{entry.name}" if rel else entry.name
             try:
                 is_dir = entry.is_dir()
@@ -92,7 +97,8 @@ def walk_folder(
 
 
 def _index(path: str, dirs, files, blobs=None) -> SourceTree:
-    """Builds the parent -> children maps from flat lists of folder and file paths."""
+    """Builds the parent -> children maps from flat lists of folder and file paths, hidden ones left out."""
+    dirs, files = [d for d in dirs if not is_hidden(d)], [f for f in files if not is_hidden(f)]
     subdirs: dict[str, set] = {"": set()}
     names: dict[str, list] = {}
     for rel in list(dirs) + [f.rpartition("/")[0] for f in files if "/" in f]:
