@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import warnings
 from typing import Callable, Optional
@@ -72,8 +73,6 @@ def find_layout(tree) -> tuple[Layout, str]:
 
 def read_source(name: str, data_dir: str, svhn_extra: bool = False) -> Dataset:
     """Reads `data_dir` (a folder or an archive) with the reader its layout calls for; checks every class is present."""
-    import importlib
-
     tree = open_tree(data_dir)
     layout, prefix = find_layout(tree)
     module, function = layout.reader.split(":")
@@ -128,6 +127,7 @@ def load_dataset(
     for line in summary_lines(dataset) if log else ():
         log(line)
     return dataset
+
 
 __all__ = [
     "DataError", "Dataset", "Splits", "class_counts", "load_dataset", "make_dataset", "make_splits",
