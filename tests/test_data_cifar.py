@@ -3,6 +3,7 @@
 import os
 import pickle
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -42,6 +43,17 @@ def test_original_versions_give_the_exact_pixels_in_order(tmp_path, cifar_splits
 def test_python_batches_of_any_pickle_protocol(tmp_path, cifar_splits, protocol):
     batches = write_cifar_python(tmp_path, *cifar_splits, protocol=protocol)
     assert_exact(load_dataset("cifar10", str(batches)), *cifar_splits)
+
+
+def test_python_batches_naming_numpy_core_as_the_originals_do(tmp_path, cifar_splits):
+    batches = write_cifar_python(tmp_path, *cifar_splits, protocol=2)
+    for member in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = (batches / member).read_bytes()
+        assert b"numpy._core.multiarray" in data
+        (batches / member).write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy 2 must not warn about the old numpy.core names
+        assert_exact(load_dataset("cifar10", str(batches)), *cifar_splits)
 
 
 def test_archive_is_read_without_unpacking(tmp_path, cifar_splits, monkeypatch):

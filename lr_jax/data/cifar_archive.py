@@ -28,7 +28,7 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _PICKLE_GLOBALS:
             raise pickle.UnpicklingError(f"it refers to {module}.{name}; a CIFAR batch holds only arrays and lists")
-        return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+        return super().find_class(module, name)
 
 
 def load_batch_pickle(tree: SourceTree, rel: str) -> dict:
