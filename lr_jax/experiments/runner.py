@@ -14,7 +14,10 @@ from lr_jax import refinery, results
 from lr_jax.data import DataError, class_counts, load_dataset, make_splits
 
 HELP = {
-    "data_dir": "dataset location (image-folder tree, archive, ...); omit to read TFDS",
+    "data_dir": "dataset folder or archive: CIFAR-10 python/binary version, SVHN .mat files, IDX files, or an "
+    "image-folder tree (train/<class>/*.png|jpg) as a folder, .tar, .tar.gz or .zip; omit to read TFDS",
+    "svhn_extra": "SVHN only: add the extra split (531k images) to training",
+    "cache_dir": "keep decoded --data_dir arrays here, reused while the source files are unchanged",
     "workdir": "folder for results.json, results.md and log.txt",
     "preset": f"named settings applied before other flags: {', '.join(config_lib.PRESETS)}",
     "generations": "number of models in the chain (1 = ground truth only)",
@@ -84,7 +87,8 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
         parser.error(str(error))
     log = make_logger(None)
     start = time.perf_counter()
-    data = load_dataset(config.dataset, config.data_dir)
+    data = load_dataset(config.dataset, config.data_dir, svhn_extra=config.svhn_extra, cache_dir=config.cache_dir,
+                        log=log)
     splits = make_splits(data, config.val_size, config.train_size, config.seed)
     train_counts = class_counts(splits.train_labels, splits.num_classes)
     description = (
