@@ -126,10 +126,11 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 class SmallConvNet(nn.Module):
     """A fast CPU convnet: conv-BN-ReLU stages at widths 32/64/128/256, 2x2 max-pool between stages,
-    global max-pool, linear classifier."""
+    global max-pool, a scaled linear classifier."""
 
     num_classes: int
     widths: Sequence[int] = (32, 64, 128, 256)
+    logit_scale: float = 0.125  # max-pooled features are large; airbench scales its logits likewise
     axis_name: Optional[str] = "batch"
     dtype: Any = jnp.float32
 
@@ -141,7 +142,8 @@ class SmallConvNet(nn.Module):
             x = nn.Conv(width, (3, 3), use_bias=False, kernel_init=conv_init, dtype=self.dtype)(x)
             x = nn.relu(_Norm(self.axis_name, self.dtype)(x, train))
         x = jnp.max(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, dtype=jnp.float32)(x.astype(jnp.float32))
+        logits = nn.Dense(self.num_classes, use_bias=False, dtype=jnp.float32)(x.astype(jnp.float32))
+        return logits * self.logit_scale
 
 
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
