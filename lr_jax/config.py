@@ -11,7 +11,7 @@ class Config:
     """Everything that defines a refinery run; saved verbatim into results.json."""
 
     dataset: str = "cifar10"
-    data_dir: Optional[str] = None  # None: TFDS
+    data_dir: Optional[str] = None  # None: TFDS (Fashion-MNIST: Debian's /usr/share/datasets/fashion-mnist)
     workdir: str = "runs/default"
     preset: Optional[str] = None
     # The chain.
@@ -34,6 +34,8 @@ class Config:
     flip: bool = True
     crop_padding: int = 4
     eval_batch_size: int = 1000
+    svhn_extra: bool = False  # SVHN: add the 531k-image `extra` split to training
+    cache_dir: Optional[str] = None  # keep decoded --data_dir arrays here for faster re-reads; None: no cache
     # Labels.
     label_mode: str = "precomputed"  # or "online": the frozen refinery labels every augmented crop
     refinery_bn: str = "eval"  # "train": the official code's quirk, refinery BatchNorm on batch statistics

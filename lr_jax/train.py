@@ -104,6 +104,12 @@ def _softmax_of(model: nn.Module, variables, inputs, train_bn: bool) -> jax.Arra
     return jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
 
 
+def adversarial_jitter(loss_of_pixels: Callable, pixels: jax.Array, epsilon: float) -> jax.Array:
+    """One gradient-sign step of size `epsilon` that raises `loss_of_pixels`, kept inside [0, 1] pixels."""
+    grad_pixels = jax.grad(loss_of_pixels)(pixels)
+    return jnp.clip(pixels + epsilon * jnp.sign(grad_pixels), 0.0, 1.0)
+
+
 def train_step(
     state: TrainState,
     data: DeviceData,
@@ -151,13 +157,12 @@ def train_step(
 
     num_jittered = int(round(options.adversarial_jitter * local)) if uses_refinery else 0
     if num_jittered:
-        # Gradient-sign step that raises the student's loss against the refinery's label, then relabel.
+        # Perturb the first examples against the student, then let the refinery relabel them.
         def student_loss(p):
             logits, _ = model.apply(student_vars, prep(p), train=True, mutable=["batch_stats"])
             return jnp.sum(loss_of(logits, targets[:num_jittered], labels[:num_jittered]))
 
-        grad_pixels = jax.grad(student_loss)(pixels[:num_jittered])
-        jittered = jnp.clip(pixels[:num_jittered] + options.jitter_epsilon * jnp.sign(grad_pixels), 0.0, 1.0)
+        jittered = adversarial_jitter(student_loss, pixels[:num_jittered], options.jitter_epsilon)
         pixels = jnp.concatenate([jittered, pixels[num_jittered:]])
         targets = jnp.concatenate([label_of(jittered), targets[num_jittered:]])
 
@@ -218,7 +223,7 @@ def predict_probs(model: nn.Module, variables, images: np.ndarray, mean, std, ba
 def replicate(tree, devices=None):
     """Copies a pytree onto every local device (or `devices`), as pmap expects (leading axis = device)."""
     devices = devices or jax.local_devices()
-    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("devices",)), jax.P("devices"))
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), (AXIS,)), jax.P(AXIS))
 
     def one(x):
         x = x if isinstance(x, jax.Array) else np.asarray(x)

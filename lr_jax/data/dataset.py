@@ -71,3 +71,29 @@ def make_dataset(name, class_names, train, test=None, source="") -> Dataset:
 def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
     """How many examples of each class."""
     return np.bincount(labels, minlength=num_classes).tolist()
+
+
+def concatenate_splits(parts) -> tuple[np.ndarray, np.ndarray]:
+    """One (images, int32 labels) pair from several, in order (e.g. CIFAR's five train batches)."""
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int32)
+
+
+def check_every_class(dataset: Dataset, where: str) -> None:
+    """Raises DataError naming the classes that have no training image."""
+    counts = class_counts(dataset.train_labels, dataset.num_classes)
+    empty = [f"{name!r} (id {i})" for i, (name, n) in enumerate(zip(dataset.class_names, counts)) if n == 0]
+    if empty:
+        raise DataError(f"{where}: no training images of class {', '.join(empty)}")
+
+
+def summary_lines(dataset: Dataset) -> list[str]:
+    """What was read, for the log: the reader and source, then images per split and per class."""
+    lines = [f"read {dataset.name} with reader: {dataset.source}"]
+    for split, labels in (("train", dataset.train_labels), ("test", dataset.test_labels)):
+        if labels is None:
+            lines.append(f"  {split}: none")
+            continue
+        counts = class_counts(labels, dataset.num_classes)
+        per_class = ", ".join(f"{name} {n}" for name, n in zip(dataset.class_names, counts))
+        lines.append(f"  {split}: {len(labels)} images of shape {dataset.image_shape}; per class: {per_class}")
+    return lines

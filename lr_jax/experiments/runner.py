@@ -14,7 +14,10 @@ from lr_jax import checkpoints, distributed, refinery, results, train
 from lr_jax.data import DataError, class_counts, load_dataset, make_splits
 
 HELP = {
-    "data_dir": "dataset location (image-folder tree, archive, ...); omit to read TFDS",
+    "data_dir": "dataset folder or archive: CIFAR-10 python/binary version, SVHN .mat files, IDX files, or an "
+    "image-folder tree (train/<class>/*.png|jpg) as a folder, .tar, .tar.gz or .zip; omit to read TFDS",
+    "svhn_extra": "SVHN only: add the extra split (531k images) to training",
+    "cache_dir": "keep decoded --data_dir arrays here, reused while the source files are unchanged",
     "workdir": "folder for results.json, results.md, log.txt and checkpoints; rerunning resumes it",
     "preset": f"named settings applied before other flags: {', '.join(config_lib.PRESETS)}",
     "generations": "number of models in the chain (1 = ground truth only)",
@@ -99,7 +102,8 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     main_process = distributed.is_main_process()
     log = make_logger(None, main_process)
     start = time.perf_counter()
-    data = load_dataset(config.dataset, config.data_dir)
+    data = load_dataset(config.dataset, config.data_dir, svhn_extra=config.svhn_extra, cache_dir=config.cache_dir,
+                        log=log)
     splits = make_splits(data, config.val_size, config.train_size, config.seed)
     train_counts = class_counts(splits.train_labels, splits.num_classes)
     description = (

@@ -1,0 +1,582 @@
+"""Aggregates runs over seeds into per-generation tables (Markdown, CSV) and PNG plots: `python -m lr_jax.report`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import os
+import sys
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from lr_jax import config as config_lib
+from lr_jax import results
+
+# Config fields that name where a run lives or how it was started, not what it measures: runs whose configs
+# differ only in these (and in `seed`) are seeds of one configuration. `refinery_workdir` counts only as
+# "a refinery was reused or not", since each seed usually reuses its own.
+NOT_SETTINGS = ("seed", "workdir", "data_dir", "preset")
+
+# (results.json key, Markdown title, kind); kind picks the number format.
+METRICS = (
+    ("val_accuracy", "val acc %", "percent"),
+    ("test_accuracy", "test acc %", "percent"),
+    ("train_accuracy", "train acc %", "percent"),
+    ("train_test_gap", "train-test gap (points)", "points"),
+    ("label_entropy", "label entropy (nats)", "nats"),
+    ("label_agreement", "label agreement %", "percent"),
+    ("ensemble_val_accuracy", "ensemble val acc %", "percent"),
+    ("ensemble_test_accuracy", "ensemble test acc %", "percent"),
+    ("train_seconds", "train s", "seconds"),
+    ("images_per_second", "images/s", "rate"),
+)
+# label_agreement equals train_accuracy (the argmax of the labels a generation produced, against the ground
+# truth), so the Markdown tables leave it out; the CSV keeps every metric.
+MARKDOWN_SKIPS = ("label_agreement",)
+ACCURACIES = (("val_accuracy", "validation"), ("test_accuracy", "test"))
+PLOTS = ("accuracy", "train_vs_test", "label_examples", "label_entropy")  # <out>/<name>.png, in this order
+LABEL_SUMMARY = "labels_summary.npz"
+LABEL_SUMMARY_KEYS = ("images", "labels", "class_names", "probs", "entropies", "generations")
+
+
+class Stat(NamedTuple):
+    """Mean and sample standard deviation (n - 1; None for a single value) of one metric over n seeds."""
+
+    mean: float
+    std: Optional[float]
+    n: int
+
+
+@dataclasses.dataclass
+class Run:
+    workdir: str
+    payload: dict  # the run's results.json
+
+
+@dataclasses.dataclass
+class Configuration:
+    label: str  # readable name for tables and legends
+    settings: dict  # the run config without NOT_SETTINGS
+    runs: list[Run]  # sorted by seed
+    rows: list[dict]  # per generation: {"generation": g, "seeds": n, <metric>: Stat or None}
+
+
+@dataclasses.dataclass
+class Report:
+    dataset: str
+    configurations: list[Configuration]
+
+
+# Reading runs.
+
+
+def _is_number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def check_payload(payload, path: str) -> dict:
+    """Raises ValueError naming `path` unless `payload` has the results.json fields the report reads."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(payload).__name__}")
+    config = payload.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("dataset"), str) or "seed" not in config:
+        raise ValueError(f"{path}: no 'config' object with 'dataset' and 'seed' (not written by lr_jax?)")
+    generations = payload.get("generations")
+    if not isinstance(generations, list) or not generations:
+        raise ValueError(f"{path}: no finished generation in 'generations'")
+    seen = set()
+    for index, row in enumerate(generations):
+        if not isinstance(row, dict) or not isinstance(row.get("generation"), int):
+            raise ValueError(f"{path}: generations[{index}] has no integer 'generation'")
+        if row["generation"] in seen:
+            raise ValueError(f"{path}: generation {row['generation']} appears twice")
+        seen.add(row["generation"])
+        for key, _, _ in METRICS:
+            if not _is_number(row.get(key)):
+                raise ValueError(f"{path}: generation {row['generation']}: {key}={row[key]!r} is not a number")
+    return payload
+
+
+def load_run(workdir: str) -> Run:
+    """Reads and checks `workdir/results.json`; errors name the folder or file."""
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"{workdir}: no such run folder")
+    payload = results.load_results(workdir)
+    return Run(workdir=workdir, payload=check_payload(payload, os.path.join(workdir, "results.json")))
+
+
+def load_label_summary(workdir: str) -> dict:
+    """Reads `workdir/labels_summary.npz` (see results.write_label_summary); errors name the file."""
+    path = os.path.join(workdir, LABEL_SUMMARY)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no {LABEL_SUMMARY} (written by runs of lr_jax with this report)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            summary = {key: data[key] for key in data.files}
+    except Exception as error:  # zip and format errors come in several types
+        raise ValueError(f"{path}: cannot read ({error})") from None
+    missing = [key for key in LABEL_SUMMARY_KEYS if key not in summary]
+    if missing:
+        raise ValueError(f"{path}: missing arrays {missing}")
+    probs, entropies = summary["probs"], summary["entropies"]
+    count, classes = len(summary["labels"]), len(summary["class_names"])
+    num_generations = len(summary["generations"])
+    if probs.shape != (num_generations, count, classes) or len(summary["images"]) != count:
+        raise ValueError(
+            f"{path}: probs has shape {probs.shape}, expected (generations, examples, classes) = "
+            f"({num_generations}, {count}, {classes}); images {summary['images'].shape}"
+        )
+    if entropies.ndim != 2 or len(entropies) != num_generations:
+        raise ValueError(f"{path}: entropies has shape {entropies.shape}, expected ({num_generations}, train images)")
+    return summary
+
+
+# Grouping and statistics.
+
+
+def settings_of(config: dict) -> dict:
+    """The settings that make a configuration: the config without paths, preset name and seed."""
+    settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+    if "refinery_workdir" in settings:
+        settings["refinery_workdir"] = settings["refinery_workdir"] is not None
+    return settings
+
+
+def _format_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe(settings: dict) -> list[str]:
+    """Readable parts of a configuration's name: the model, the label mode, and every non-default label knob."""
+    defaults = dataclasses.asdict(config_lib.Config())
+    model = settings.get("model", "?")
+    if settings.get("refinery_model"):
+        model = f"{settings['refinery_model']} refinery, {model}"
+    parts = [model, str(settings.get("label_mode", "precomputed"))]
+    knobs = (
+        ("label_smoothing", "label smoothing {}"),
+        ("temperature", "temperature {}"),
+        ("gt_weight", "ground-truth weight {}"),
+        ("adversarial_jitter", "adversarial jitter {}"),
+        ("dtype", "{}"),
+    )
+    for key, text in knobs:
+        if key in settings and settings[key] != defaults.get(key):
+            parts.append(text.format(_format_value(settings[key])))
+    if settings.get("label_mode") == "online" and settings.get("refinery_bn") == "train":
+        parts.append("refinery BatchNorm in train mode")
+    if settings.get("refinery_workdir"):
+        parts.append("reused refinery")
+    return parts
+
+
+def configuration_labels(all_settings: list[dict]) -> list[str]:
+    """describe() for each configuration; where two names collide, the settings that tell them apart are added."""
+    labels = [", ".join(describe(s)) for s in all_settings]
+    for label in set(labels):
+        clash = [i for i, other in enumerate(labels) if other == label]
+        if len(clash) < 2:
+            continue
+        keys = sorted({k for i in clash for k in all_settings[i]})
+        differing = [k for k in keys if len({json.dumps(all_settings[i].get(k)) for i in clash}) > 1]
+        for i in clash:
+            extra = ", ".join(f"{k}={_format_value(all_settings[i].get(k))}" for k in differing)
+            labels[i] = f"{label}, {extra}"
+    return labels
+
+
+def stat(values: list) -> Optional[Stat]:
+    """Stat of the non-missing values, or None when every value is missing."""
+    present = np.array([v for v in values if v is not None], np.float64)
+    if present.size == 0:
+        return None
+    std = float(np.std(present, ddof=1)) if present.size > 1 else None
+    return Stat(mean=float(np.mean(present)), std=std, n=int(present.size))
+
+
+def generation_rows(runs: list[Run]) -> list[dict]:
+    """Per generation, every metric's Stat over the runs that finished that generation."""
+    by_generation: dict[int, list[dict]] = {}
+    for run in runs:
+        for row in run.payload["generations"]:
+            by_generation.setdefault(row["generation"], []).append(row)
+    rows = []
+    for generation in sorted(by_generation):
+        finished = by_generation[generation]
+        row = {"generation": generation, "seeds": len(finished)}
+        row.update({key: stat([r.get(key) for r in finished]) for key, _, _ in METRICS})
+        rows.append(row)
+    return rows
+
+
+def aggregate(workdirs: Sequence[str]) -> Report:
+    """Reads every run, groups runs that differ only by seed into configurations (in order of first appearance),
+    and computes per-generation mean and std over seeds. All runs must be of one dataset."""
+    if not workdirs:
+        raise ValueError("no run folders given")
+    runs = [load_run(w) for w in workdirs]
+    datasets = {run.payload["config"]["dataset"] for run in runs}
+    if len(datasets) > 1:
+        listing = "; ".join(f"{run.workdir}: {run.payload['config']['dataset']}" for run in runs)
+        raise ValueError(f"runs of different datasets cannot share one report ({listing})")
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        key = json.dumps(settings_of(run.payload["config"]), sort_keys=True)
+        group = groups.setdefault(key, [])
+        seed = run.payload["config"]["seed"]
+        twin = next((other for other in group if other.payload["config"]["seed"] == seed), None)
+        if twin is not None:
+            raise ValueError(
+                f"{twin.workdir} and {run.workdir}: the same configuration and seed {seed} twice "
+                "(a copied run would count twice in the mean)"
+            )
+        group.append(run)
+    all_settings = [json.loads(key) for key in groups]
+    labels = configuration_labels(all_settings)
+    configurations = [
+        Configuration(label=label, settings=settings, runs=sorted(group, key=lambda r: r.payload["config"]["seed"]),
+                      rows=generation_rows(group))
+        for label, settings, group in zip(labels, all_settings, groups.values())
+    ]
+    return Report(dataset=datasets.pop(), configurations=configurations)
+
+
+# Tables.
+
+
+def format_stat(value: Optional[Stat], kind: str) -> str:
+    """'85.12 ± 0.31' style; '-' when missing; no '±' for a single seed."""
+    if value is None:
+        return "-"
+    scale = 100.0 if kind in ("percent", "points") else 1.0
+    digits = {"percent": 2, "points": 2, "nats": 4, "seconds": 1, "rate": 0}[kind]
+    sign = "+" if kind == "points" else ""
+    text = f"{value.mean * scale:{sign}.{digits}f}"
+    if value.std is not None:
+        text += f" ± {value.std * scale:.{digits}f}"
+    return text
+
+
+def held_out_key(configuration: Configuration) -> str:
+    """test_accuracy where the runs have a test split, else val_accuracy."""
+    has_test = any(row["test_accuracy"] is not None for row in configuration.rows)
+    return "test_accuracy" if has_test else "val_accuracy"
+
+
+def headline_table(report: Report, key: str) -> Optional[str]:
+    """Configurations as rows, generations as columns, `key` as mean ± std (seeds); None if no run has `key`."""
+    generations = sorted({row["generation"] for c in report.configurations for row in c.rows})
+    if not any(row[key] is not None for c in report.configurations for row in c.rows):
+        return None
+    lines = ["| configuration | " + " | ".join(f"gen {g}" for g in generations) + " |",
+             "|---|" + "---|" * len(generations)]
+    for configuration in report.configurations:
+        by_generation = {row["generation"]: row[key] for row in configuration.rows}
+        cells = []
+        for g in generations:
+            value = by_generation.get(g)
+            cells.append("-" if value is None else f"{format_stat(value, 'percent')} ({value.n})")
+        lines.append(f"| {configuration.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def configuration_table(configuration: Configuration) -> str:
+    """One row per generation; metrics missing from every run are left out."""
+    columns = [(key, title, kind) for key, title, kind in METRICS
+               if key not in MARKDOWN_SKIPS and any(row[key] is not None for row in configuration.rows)]
+    lines = ["| gen | seeds | " + " | ".join(title for _, title, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for row in configuration.rows:
+        cells = [format_stat(row[key], kind) for key, _, kind in columns]
+        lines.append(f"| {row['generation']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def settings_line(settings: dict) -> str:
+    keys = ("model", "refinery_model", "generations", "epochs", "batch_size", "learning_rate", "weight_decay",
+            "schedule", "augment", "train_size", "val_size", "label_mode", "temperature", "gt_weight",
+            "label_smoothing", "adversarial_jitter", "dtype")
+    return ", ".join(f"{k}={_format_value(settings[k])}" for k in keys if settings.get(k) is not None)
+
+
+def markdown_report(report: Report) -> str:
+    """The whole Markdown document: headline tables, one table per configuration, and the list of runs."""
+    total = sum(len(c.runs) for c in report.configurations)
+    out = [
+        f"# Label Refinery: {report.dataset}",
+        "",
+        f"{total} runs in {len(report.configurations)} configurations. Accuracies in %, as mean ± sample "
+        "standard deviation (n - 1) over seeds; the number in parentheses (or the `seeds` column) is how many "
+        "runs finished that generation. The train-test gap is train accuracy minus test accuracy (validation "
+        "accuracy where there is no test split), in percentage points.",
+    ]
+    for key, name in ACCURACIES:
+        table = headline_table(report, key)
+        if table is not None:
+            out += ["", f"## {name.capitalize()} accuracy per generation", "", table]
+    for configuration in report.configurations:
+        seeds = ", ".join(str(r.payload["config"]["seed"]) for r in configuration.runs)
+        wall = np.mean([r.payload.get("wall_seconds") or 0.0 for r in configuration.runs])
+        out += ["", f"## {configuration.label}", "",
+                f"Settings: {settings_line(configuration.settings)}. Seeds: {seeds}. "
+                f"Mean wall time per run: {wall:.0f} s.", "", configuration_table(configuration)]
+    out += ["", "## Runs", "", "| run folder | configuration | seed | generations | complete | wall s | devices |",
+            "|---|---|---|---|---|---|---|"]
+    for configuration in report.configurations:
+        for run in configuration.runs:
+            payload, dataset_info = run.payload, run.payload.get("dataset") or {}
+            devices = f"{dataset_info.get('devices', '?')} x {dataset_info.get('platform', '?')}"
+            done = f"{len(payload['generations'])} of {payload['config'].get('generations', '?')}"
+            out.append(f"| {run.workdir} | {configuration.label} | {payload['config']['seed']} | {done} | "
+                       f"{payload.get('complete')} | {payload.get('wall_seconds') or 0:.0f} | {devices} |")
+    return "\n".join(out) + "\n"
+
+
+def csv_report(report: Report) -> str:
+    """One line per configuration and generation: seeds, then <metric>_mean and <metric>_std for every metric."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["dataset", "configuration", "generation", "seeds"]
+    for key, _, _ in METRICS:
+        header += [f"{key}_mean", f"{key}_std"]
+    writer.writerow(header)
+    for configuration in report.configurations:
+        for row in configuration.rows:
+            line = [report.dataset, configuration.label, row["generation"], row["seeds"]]
+            for key, _, _ in METRICS:
+                value = row[key]
+                line += ["", ""] if value is None else [repr(value.mean), "" if value.std is None else repr(value.std)]
+            writer.writerow(line)
+    return buffer.getvalue()
+
+
+def write_tables(report: Report, out: str) -> dict[str, str]:
+    """Writes `out/summary.md` and `out/summary.csv` (each atomically); returns {"markdown": path, "csv": path}."""
+    os.makedirs(out, exist_ok=True)
+    paths = {"markdown": os.path.join(out, "summary.md"), "csv": os.path.join(out, "summary.csv")}
+    results.write_text_atomic(paths["markdown"], markdown_report(report))
+    results.write_text_atomic(paths["csv"], csv_report(report))
+    return paths
+
+
+# Plots (matplotlib's object interface: no pyplot, so no global backend is touched and notebooks keep theirs).
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save_figure(figure, path: str) -> str:
+    """Saves a PNG atomically (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    figure.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def _series(configuration: Configuration, key: str):
+    """(generations, means, stds) in % for the generations that have `key`."""
+    rows = [row for row in configuration.rows if row[key] is not None]
+    generations = [row["generation"] for row in rows]
+    means = [100 * row[key].mean for row in rows]
+    stds = [100 * (row[key].std or 0.0) for row in rows]
+    return generations, means, stds
+
+
+def _integer_ticks(axis, report: Report) -> None:
+    generations = sorted({row["generation"] for c in report.configurations for row in c.rows})
+    axis.set_xticks(generations)
+    axis.set_xlabel("generation")
+
+
+def plot_accuracy(report: Report, path: str) -> Optional[str]:
+    """Plot 1: validation and test accuracy (those present) per generation, mean ± std over seeds, one line per
+    configuration. None (no file) when no run has either (--val_size 0 and no test split)."""
+    panels = [(key, name) for key, name in ACCURACIES
+              if any(row[key] is not None for c in report.configurations for row in c.rows)]
+    if not panels:
+        return None
+    figure = _new_figure(5.5 * len(panels), 4.2)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (key, name) in zip(axes, panels):
+        count = len(report.configurations)
+        for index, configuration in enumerate(report.configurations):
+            generations, means, stds = _series(configuration, key)
+            shift = 0.04 * (index - (count - 1) / 2)  # side by side, so overlapping error bars stay readable
+            if generations:
+                axis.errorbar(np.array(generations) + shift, means, yerr=stds, marker="o", capsize=4,
+                              label=configuration.label)
+        axis.set_title(f"{report.dataset}: {name} accuracy")
+        axis.set_ylabel(f"{name} accuracy (%)")
+        _integer_ticks(axis, report)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    return _save_figure(figure, path)
+
+
+def plot_train_vs_test(report: Report, path: str) -> str:
+    """Plot 2 (the paper's Figure 1): train and test (else validation) accuracy per generation side by side, one
+    panel per configuration, the gap written above each pair."""
+    count = len(report.configurations)
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    figure = _new_figure(4.8 * columns, 3.8 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    width = 0.38
+    for axis, configuration in zip(axes, report.configurations):
+        held_key = held_out_key(configuration)
+        held_name = "test" if held_key == "test_accuracy" else "validation"
+        train_x, train_mean, train_std = _series(configuration, "train_accuracy")
+        held_x, held_mean, held_std = _series(configuration, held_key)
+        error_style = dict(capsize=3, ecolor="dimgray")
+        axis.bar(np.array(train_x) - width / 2, train_mean, width, yerr=train_std, label="train", error_kw=error_style)
+        axis.bar(np.array(held_x) + width / 2, held_mean, width, yerr=held_std, label=held_name, error_kw=error_style)
+        held = dict(zip(held_x, held_mean))
+        for x, top in zip(train_x, train_mean):
+            if x in held:
+                axis.annotate(f"gap {top - held[x]:+.1f}", (x, max(top, held[x])), ha="center", va="bottom",
+                              fontsize="x-small", xytext=(0, 6), textcoords="offset points")
+        lows = [m - s for m, s in zip(train_mean + held_mean, train_std + held_std)]
+        highs = [m + s for m, s in zip(train_mean + held_mean, train_std + held_std)]
+        if lows:
+            axis.set_ylim(max(0.0, min(lows) - 5.0), min(100.0, max(highs)) + 6.0)
+        axis.set_title(configuration.label, fontsize="small")
+        axis.set_ylabel("accuracy (%)")
+        _integer_ticks(axis, report)
+        axis.legend(fontsize="small", loc="lower right")
+    figure.suptitle(f"{report.dataset}: train vs held-out accuracy")
+    return _save_figure(figure, path)
+
+
+def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -> str:
+    """Plot 3 (the paper's Figure 4): `count` fixed training images of one run, each beside its top-`top` refined
+    labels with probabilities at every generation; the true class in green."""
+    summary = load_label_summary(workdir)
+    images, labels, names = summary["images"], summary["labels"], [str(n) for n in summary["class_names"]]
+    probs, generations = summary["probs"].astype(np.float32), summary["generations"]
+    count = min(count, len(labels))
+    figure = _new_figure(1.3 + 1.75 * len(generations), 1.15 * count + 0.5)
+    grid = figure.add_gridspec(count, 1 + len(generations), width_ratios=[1.0] + [1.5] * len(generations))
+    for i in range(count):
+        image_axis = figure.add_subplot(grid[i, 0])
+        grey = images.shape[-1] == 1
+        image_axis.imshow(images[i, :, :, 0] if grey else images[i], cmap="gray" if grey else None)
+        image_axis.set_xticks([])
+        image_axis.set_yticks([])
+        image_axis.set_ylabel(names[int(labels[i])], fontsize="small")
+        for j, generation in enumerate(generations):
+            axis = figure.add_subplot(grid[i, 1 + j])
+            axis.axis("off")
+            if i == 0:
+                axis.set_title(f"generation {int(generation)}", fontsize="small")
+            order = np.argsort(-probs[j, i])[:top]
+            for rank, c in enumerate(order):
+                axis.text(0.02, 0.8 - 0.3 * rank, f"{names[c]} {probs[j, i, c]:.2f}", fontsize="small",
+                          transform=axis.transAxes, color="tab:green" if c == int(labels[i]) else "black")
+    return _save_figure(figure, path)
+
+
+def plot_label_entropy(report: Report, path: str) -> Optional[str]:
+    """Plot 4: the distribution of per-image label entropy per generation (violins), pooled over the seeds of each
+    configuration; runs without labels_summary.npz are left out. None (no file) when no run has one."""
+    pooled = []
+    for configuration in report.configurations:
+        by_generation: dict[int, list[np.ndarray]] = {}
+        for run in configuration.runs:
+            if not os.path.exists(os.path.join(run.workdir, LABEL_SUMMARY)):
+                continue
+            summary = load_label_summary(run.workdir)
+            for generation, entropies in zip(summary["generations"], summary["entropies"]):
+                by_generation.setdefault(int(generation), []).append(entropies.astype(np.float32))
+        if by_generation:
+            pooled.append((configuration.label, {g: np.concatenate(v) for g, v in sorted(by_generation.items())}))
+    if not pooled:
+        return None
+    figure = _new_figure(5.0 * len(pooled), 3.8)
+    axes = figure.subplots(1, len(pooled), squeeze=False, sharey=True)[0]
+    for axis, (label, by_generation) in zip(axes, pooled):
+        generations = list(by_generation)
+        axis.violinplot([by_generation[g] for g in generations], positions=generations, showmeans=True,
+                        showextrema=True)
+        axis.set_xticks(generations)
+        axis.set_xlabel("generation")
+        axis.set_title(label, fontsize="small")
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("label entropy (nats)")
+    figure.suptitle(f"{report.dataset}: entropy of the training labels each generation produced")
+    return _save_figure(figure, path)
+
+
+# Everything at once.
+
+
+def write_report(workdirs: Sequence[str], out: str, examples_workdir: Optional[str] = None) -> dict[str, str]:
+    """Tables and the four plots (PLOTS) into `out`; returns {name: path}. Plot 3 shows `examples_workdir` (default:
+    the first run, in the order given, that has labels_summary.npz); plots 3 and 4 are skipped when no run has one,
+    plot 1 when no run has validation or test accuracy."""
+    report = aggregate(workdirs)
+    paths = write_tables(report, out)
+    if examples_workdir is None:
+        examples_workdir = next((w for w in workdirs if os.path.exists(os.path.join(w, LABEL_SUMMARY))), None)
+    plots = {
+        "accuracy": lambda path: plot_accuracy(report, path),
+        "train_vs_test": lambda path: plot_train_vs_test(report, path),
+        "label_examples": lambda path: examples_workdir and plot_label_examples(examples_workdir, path),
+        "label_entropy": lambda path: plot_label_entropy(report, path),
+    }
+    for name, plot in plots.items():
+        written = plot(os.path.join(out, f"{name}.png"))
+        if written:
+            paths[name] = written
+    return paths
+
+
+def display_report(paths: dict[str, str]) -> None:
+    """In a notebook: shows the Markdown tables and the plots that write_report wrote."""
+    from IPython.display import Image, Markdown, display
+
+    with open(paths["markdown"]) as f:
+        display(Markdown(f.read()))
+    for name in PLOTS:
+        if name in paths:
+            display(Image(filename=paths[name]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lr_jax.report",
+        description="Aggregates refinery runs (their --workdir folders) over seeds: per-generation tables "
+        "(summary.md, summary.csv) and plots (accuracy.png, train_vs_test.png, label_examples.png, "
+        "label_entropy.png). Runs whose settings differ only by --seed form one configuration.",
+    )
+    parser.add_argument("workdirs", nargs="+", help="run folders, each holding results.json")
+    parser.add_argument("--out", required=True, help="folder for the tables and plots")
+    parser.add_argument("--examples", default=None,
+                        help="run folder whose labels_summary.npz is drawn in label_examples.png (default: the first)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
+    """Entry point: one-line errors for bad input instead of tracebacks."""
+    args = build_parser().parse_args(argv)
+    try:
+        paths = write_report(args.workdirs, args.out, args.examples)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

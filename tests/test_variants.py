@@ -1,0 +1,162 @@
+"""The paper's variants: per-crop online labels, cross-architecture refineries, adversarial jittering, knobs."""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lr_jax import losses, refinery, train
+from lr_jax.config import Config
+from lr_jax.data import make_dataset, make_splits
+from lr_jax.models import get_model
+
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def splits():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(NUM_CLASSES), 24)
+    images = rng.integers(0, 256, (len(labels), 8, 8, 3), dtype=np.uint8)
+    images[..., 0] = (labels[:, None, None] * 60).astype(np.uint8)  # a learnable class signal
+    data = make_dataset("synthetic", [f"c{i}" for i in range(NUM_CLASSES)], (images, labels))
+    return make_splits(data, val_size=16, train_size=None, seed=0)
+
+
+def tiny_config(**overrides) -> Config:
+    base = dict(model="tiny_cnn", epochs=1, batch_size=16, learning_rate=0.05, generations=2, val_size=16,
+                eval_batch_size=64, warmup_epochs=0.0)
+    base.update(overrides)
+    return Config(**base)
+
+
+@pytest.fixture(scope="module")
+def teacher(splits):
+    """A generation-1 model trained on ground truth: the refinery for the tests below."""
+    config = tiny_config(generations=1)
+    return refinery.run_chain(config, splits, log=lambda _: None, progress=False)[0]
+
+
+def student_after_one_epoch(splits, config, targets, teacher):
+    model = get_model(config.model, NUM_CLASSES)
+    state = train.create_train_state(jax.random.PRNGKey(7), model, splits.train_images.shape[1:],
+                                     train.make_optimizer(config, len(splits.train_images) // config.batch_size))
+    state, _ = train.train_generation(
+        state, model, config, splits.train_images, splits.train_labels, targets, splits.mean, splits.std,
+        jax.random.PRNGKey(8), refinery=get_model(teacher.model_name, NUM_CLASSES),
+        refinery_variables=teacher.variables, log=lambda _: None, progress=False)
+    return state
+
+
+def test_online_labels_equal_precomputed_without_augmentation(splits, teacher):
+    config = tiny_config(augment=False)
+    precomputed = student_after_one_epoch(splits, config, teacher.soft_labels, teacher)
+    online_config = dataclasses.replace(config, label_mode="online")
+    unused_targets = np.zeros_like(teacher.soft_labels)  # online mode must not read them
+    online = student_after_one_epoch(splits, online_config, unused_targets, teacher)
+    chex.assert_trees_all_close(online.params, precomputed.params, atol=2e-5, rtol=2e-5)
+    chex.assert_trees_all_close(online.batch_stats, precomputed.batch_stats, atol=2e-5, rtol=2e-5)
+
+
+def test_online_labels_differ_from_precomputed_with_augmentation(splits, teacher):
+    config = tiny_config(augment=True)
+    precomputed = student_after_one_epoch(splits, config, teacher.soft_labels, teacher)
+    online = student_after_one_epoch(splits, dataclasses.replace(config, label_mode="online"),
+                                     teacher.soft_labels, teacher)
+    differences = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), online.params,
+                                         precomputed.params)
+    assert max(jax.tree_util.tree_leaves(differences)) > 1e-6
+
+
+def test_refinery_is_frozen_during_student_training(splits, teacher):
+    before = jax.tree_util.tree_map(np.array, teacher.variables)
+    config = tiny_config(label_mode="online", refinery_bn="train", adversarial_jitter=0.5)
+    student_after_one_epoch(splits, config, teacher.soft_labels, teacher)
+    chex.assert_trees_all_equal(teacher.variables, before)
+
+
+def test_cross_architecture_chain_threads_labels(splits):
+    config = tiny_config(model="tiny_cnn", refinery_model="small_cnn", generations=3)
+    chain = refinery.run_chain(config, splits, log=lambda _: None, progress=False)
+    assert [g.model_name for g in chain] == ["small_cnn", "tiny_cnn", "tiny_cnn"]
+    assert [g.metrics["trained_on"] for g in chain] == ["ground truth", "generation 1", "generation 2"]
+    assert [g.metrics["model"] for g in chain] == ["small_cnn", "tiny_cnn", "tiny_cnn"]
+    np.testing.assert_array_equal(chain[0].targets, np.eye(NUM_CLASSES, dtype=np.float32)[splits.train_labels])
+    for previous, current in zip(chain, chain[1:]):
+        np.testing.assert_array_equal(current.targets, previous.soft_labels)
+    # The refinery's labels come from the refinery's own architecture.
+    small = get_model("small_cnn", NUM_CLASSES)
+    recomputed = train.predict_probs(small, train.replicate(chain[0].variables), splits.train_images,
+                                     splits.mean, splits.std, 64)
+    np.testing.assert_allclose(chain[1].targets, recomputed, atol=1e-6)
+
+
+def test_adversarial_jitter_bounded_and_raises_loss():
+    model = get_model("tiny_cnn", NUM_CLASSES).clone(axis_name=None)
+    pixels = jax.random.uniform(jax.random.PRNGKey(0), (8, 8, 8, 3))
+    variables = model.init(jax.random.PRNGKey(1), pixels, train=False)
+    targets = jax.nn.one_hot(jnp.arange(8) % NUM_CLASSES, NUM_CLASSES)
+
+    def loss_of(p):
+        return jnp.sum(losses.soft_cross_entropy(model.apply(variables, p, train=False), targets))
+
+    epsilon = 4.0 / 255.0
+    jittered = train.adversarial_jitter(loss_of, pixels, epsilon)
+    chex.assert_equal_shape((jittered, pixels))
+    assert float(jnp.max(jnp.abs(jittered - pixels))) <= epsilon + 1e-7
+    assert float(jnp.min(jittered)) >= 0.0 and float(jnp.max(jittered)) <= 1.0
+    assert float(loss_of(jittered)) > float(loss_of(pixels))
+
+
+def test_temperature_scales_loss_and_gradient_by_formula():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (5, NUM_CLASSES))
+    teacher_logits = jax.random.normal(jax.random.PRNGKey(1), (5, NUM_CLASSES))
+    probs = jax.nn.softmax(teacher_logits)
+    temperature = 3.0
+    expected = -jnp.sum(jax.nn.softmax(teacher_logits / temperature)
+                        * jax.nn.log_softmax(logits / temperature), -1) * temperature**2
+    got = losses.refinery_loss(logits, probs, jnp.zeros(5, jnp.int32), temperature=temperature)
+    chex.assert_trees_all_close(got, expected, rtol=1e-5)
+    # Gradient w.r.t. logits: T * (softmax(s/T) - softmax(t/T)) per example.
+    grad = jax.grad(lambda s: jnp.sum(losses.refinery_loss(s, probs, jnp.zeros(5, jnp.int32), temperature)))(logits)
+    chex.assert_trees_all_close(
+        grad, temperature * (jax.nn.softmax(logits / temperature) - jax.nn.softmax(teacher_logits / temperature)),
+        rtol=1e-4, atol=1e-6)
+
+
+def test_gt_weight_and_label_smoothing_mix_by_formula():
+    logits = jax.random.normal(jax.random.PRNGKey(2), (6, NUM_CLASSES))
+    probs = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(3), (6, NUM_CLASSES)))
+    labels = jnp.arange(6) % NUM_CLASSES
+    weight, smoothing = 0.3, 0.1
+    smoothed = jax.nn.one_hot(labels, NUM_CLASSES) * (1 - smoothing) + smoothing / NUM_CLASSES
+    expected = ((1 - weight) * losses.soft_cross_entropy(logits, probs)
+                + weight * losses.soft_cross_entropy(logits, smoothed))
+    got = losses.refinery_loss(logits, probs, labels, gt_weight=weight, label_smoothing=smoothing)
+    chex.assert_trees_all_close(got, expected, rtol=1e-6)
+    only_gt = losses.refinery_loss(logits, probs, labels, gt_weight=1.0)
+    chex.assert_trees_all_close(only_gt, optax_ce(logits, labels), rtol=1e-6)
+
+
+def optax_ce(logits, labels):
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+@pytest.mark.parametrize("variant", [
+    dict(label_mode="online", refinery_bn="train", adversarial_jitter=0.5),
+    dict(adversarial_jitter=0.25, temperature=2.0, gt_weight=0.5, label_smoothing=0.1),
+])
+def test_variants_run_on_four_devices(splits, variant):
+    assert jax.local_device_count() == 4
+    config = tiny_config(**variant)
+    chain = refinery.run_chain(config, splits, log=lambda _: None, progress=False)
+    assert len(chain) == 2
+    for generation in chain:
+        assert np.isfinite(generation.metrics["val_accuracy"])
+        chex.assert_shape(generation.soft_labels, (len(splits.train_labels), NUM_CLASSES))
+    assert chain[1].metrics["label_mode"] == config.label_mode
