@@ -56,35 +56,27 @@ def write_image_folder(root: pathlib.Path, seed: int = 0) -> pathlib.Path:
     return root
 
 
-def compile_cache_dir(tmp_path_factory) -> pathlib.Path:
-    """One XLA compilation cache for every CLI subprocess of the test session."""
-    folder = tmp_path_factory.getbasetemp() / "lr_jax_compile_cache"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-def subprocess_env(cache_dir: pathlib.Path, devices: int = 4) -> dict:
-    """The environment of a CLI subprocess: this checkout on the path, `devices` CPU devices, and a shared
-    compilation cache so that repeated runs of the same configuration skip XLA compilation."""
+def subprocess_env(devices: int = 4) -> dict:
+    """The environment of a CLI subprocess: this checkout on the path, `devices` CPU devices, and the test
+    compilation cache (tests/conftest.py) for every compile, so repeated runs of one configuration skip XLA."""
     env = dict(os.environ)
     env.update(
         PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         JAX_PLATFORMS="cpu",
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
     return env
 
 
-def run_cli(args, cache_dir, timeout: float = 240, kill_before_call: int | None = None, devices: int = 4):
+def run_cli(args, timeout: float = 240, kill_before_call: int | None = None, devices: int = 4):
     """Runs `python -m lr_jax.experiments.cifar10 args` (or the killing wrapper); returns the CompletedProcess."""
     if kill_before_call is None:
         command = [sys.executable, "-m", "lr_jax.experiments.cifar10", *map(str, args)]
     else:
         command = [sys.executable, "-c", KILLING_WRAPPER, str(kill_before_call), *map(str, args)]
-    return subprocess.run(command, env=subprocess_env(cache_dir, devices), capture_output=True, text=True,
+    return subprocess.run(command, env=subprocess_env(devices), capture_output=True, text=True,
                           timeout=timeout, cwd=REPO_ROOT)
 
 

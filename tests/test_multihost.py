@@ -7,7 +7,7 @@ import sys
 
 import chex
 
-from cli_runs import REPO_ROOT, RUN_FLAGS, compile_cache_dir, run_cli, saved_generation, subprocess_env, write_image_folder
+from cli_runs import REPO_ROOT, RUN_FLAGS, run_cli, saved_generation, subprocess_env, write_image_folder
 
 TIMEOUT_SECONDS = 300
 
@@ -18,12 +18,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_processes(args, cache_dir, logs):
+def run_two_processes(args, logs):
     """Starts processes 0 and 1 of a 2-process run; returns their (exit code, stdout) once both end.
 
     Each is bounded by TIMEOUT_SECONDS; whatever still runs on the way out (failure or timeout) is killed."""
     port = free_port()
-    env = subprocess_env(cache_dir, devices=2)
+    env = subprocess_env(devices=2)
     processes = []
     try:
         for index in range(2):
@@ -43,15 +43,14 @@ def run_two_processes(args, cache_dir, logs):
     return [(process.returncode, (logs / f"process_{i}.txt").read_text()) for i, (process, _) in enumerate(processes)]
 
 
-def test_two_processes_match_one_process(tmp_path, tmp_path_factory):
+def test_two_processes_match_one_process(tmp_path):
     images = write_image_folder(tmp_path / "images")
-    cache_dir = compile_cache_dir(tmp_path_factory)  # the one-process run is test_resume's reference run
     single, multi = tmp_path / "single", tmp_path / "multi"
-    done = run_cli(["--data_dir", images, "--workdir", single, *RUN_FLAGS], cache_dir)
+    done = run_cli(["--data_dir", images, "--workdir", single, *RUN_FLAGS])
     assert done.returncode == 0, done.stderr[-3000:]
 
     (main_code, main_out), (other_code, other_out) = run_two_processes(
-        ["--data_dir", images, "--workdir", multi, *RUN_FLAGS], cache_dir, tmp_path
+        ["--data_dir", images, "--workdir", multi, *RUN_FLAGS], tmp_path
     )
     assert main_code == 0, main_out[-3000:]
     assert other_code == 0, other_out[-3000:]

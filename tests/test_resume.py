@@ -11,18 +11,13 @@ import numpy as np
 import pytest
 
 from cli_runs import (
-    REPO_ROOT, RUN_FLAGS, STEPS_PER_GENERATION, compile_cache_dir, run_cli, saved_generation, subprocess_env,
+    REPO_ROOT, RUN_FLAGS, STEPS_PER_GENERATION, run_cli, saved_generation, subprocess_env,
     truncate_largest_file, without_timings, write_image_folder,
 )
 from lr_jax import checkpoints
 
 # Killed just before generation 2's 8th step: its checkpoints at steps 3, 5 (epoch end) and 6 were due.
 KILL_BEFORE_CALL = STEPS_PER_GENERATION + 8
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return compile_cache_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +30,19 @@ def flags(images, workdir, *extra):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, images, cache_dir):
+def reference(tmp_path_factory, images):
     """An uninterrupted run."""
     workdir = tmp_path_factory.mktemp("reference")
-    done = run_cli(flags(images, workdir), cache_dir)
+    done = run_cli(flags(images, workdir))
     assert done.returncode == 0, done.stderr[-3000:]
     return workdir
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory, images, cache_dir, reference):
+def killed(tmp_path_factory, images, reference):
     """The same run, SIGKILLed in the middle of generation 2 (kept pristine: tests work on copies)."""
     workdir = tmp_path_factory.mktemp("killed")
-    done = run_cli(flags(images, workdir), cache_dir, kill_before_call=KILL_BEFORE_CALL)
+    done = run_cli(flags(images, workdir), kill_before_call=KILL_BEFORE_CALL)
     assert done.returncode == -9, (done.returncode, done.stderr[-3000:])
     return workdir
 
@@ -82,10 +77,10 @@ def test_killed_run_was_stopped_mid_generation(killed):
     assert not results["complete"] and len(results["generations"]) == 1
 
 
-def test_rerun_after_sigkill_equals_uninterrupted_run(killed, reference, images, cache_dir, tmp_path):
+def test_rerun_after_sigkill_equals_uninterrupted_run(killed, reference, images, tmp_path):
     workdir = copy_of(killed, tmp_path)
     newest = max(training_steps(workdir, 2))
-    done = run_cli(flags(images, workdir), cache_dir)
+    done = run_cli(flags(images, workdir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "generation 1/2: reloaded" in done.stdout  # not retrained
     assert "generation 1/2: training" not in done.stdout
@@ -93,11 +88,11 @@ def test_rerun_after_sigkill_equals_uninterrupted_run(killed, reference, images,
     assert_same_result(workdir, reference)
 
 
-def test_truncated_checkpoint_falls_back_to_previous_good_one(killed, reference, images, cache_dir, tmp_path):
+def test_truncated_checkpoint_falls_back_to_previous_good_one(killed, reference, images, tmp_path):
     workdir = copy_of(killed, tmp_path)
     previous, newest = training_steps(workdir, 2)[-2:]
     truncate_largest_file(workdir / "checkpoints" / "training" / "generation_2" / str(newest))
-    done = run_cli(flags(images, workdir), cache_dir)
+    done = run_cli(flags(images, workdir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"the checkpoint at step {newest}" in done.stdout and "is damaged" in done.stdout
     assert f"fell back to the previous good checkpoint, step {previous}" in done.stdout
@@ -106,12 +101,12 @@ def test_truncated_checkpoint_falls_back_to_previous_good_one(killed, reference,
     assert_same_result(workdir, reference)
 
 
-def test_every_checkpoint_damaged_is_a_clear_error_not_a_restart(killed, images, cache_dir, tmp_path):
+def test_every_checkpoint_damaged_is_a_clear_error_not_a_restart(killed, images, tmp_path):
     workdir = copy_of(killed, tmp_path)
     steps = training_steps(workdir, 2)
     for step in steps:
         truncate_largest_file(workdir / "checkpoints" / "training" / "generation_2" / str(step))
-    done = run_cli(flags(images, workdir), cache_dir)
+    done = run_cli(flags(images, workdir))
     assert done.returncode == 2
     assert "every checkpoint in" in done.stderr and "is damaged" in done.stderr
     assert "Traceback" not in done.stderr
@@ -119,11 +114,11 @@ def test_every_checkpoint_damaged_is_a_clear_error_not_a_restart(killed, images,
     assert "epoch 1/2" not in done.stdout.split("generation 2/2")[-1]  # generation 2 did not start over
 
 
-def test_damaged_finished_generation_is_recomputed_from_its_training_checkpoint(reference, images, cache_dir,
+def test_damaged_finished_generation_is_recomputed_from_its_training_checkpoint(reference, images,
                                                                                tmp_path):
     workdir = copy_of(reference, tmp_path)
     truncate_largest_file(workdir / "checkpoints" / "finished" / "1")
-    done = run_cli(flags(images, workdir), cache_dir)
+    done = run_cli(flags(images, workdir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "saved result of generation 1" in done.stdout and "recomputed" in done.stdout
     assert f"resuming from the checkpoint at step {STEPS_PER_GENERATION} of" in done.stdout  # no retraining
@@ -131,19 +126,19 @@ def test_damaged_finished_generation_is_recomputed_from_its_training_checkpoint(
     assert_same_result(workdir, reference)
 
 
-def test_workdir_of_another_configuration_is_refused_naming_the_keys(reference, images, cache_dir):
+def test_workdir_of_another_configuration_is_refused_naming_the_keys(reference, images):
     before = (reference / "results.json").read_bytes()
-    done = run_cli(flags(images, reference, "--epochs", "3", "--seed", "1"), cache_dir)
+    done = run_cli(flags(images, reference, "--epochs", "3", "--seed", "1"))
     assert done.returncode == 2
     assert "different configuration" in done.stderr and "epochs, seed differ" in done.stderr
     assert "Traceback" not in done.stderr
     assert (reference / "results.json").read_bytes() == before
 
 
-def test_overwrite_discards_the_old_run(reference, images, cache_dir, tmp_path):
+def test_overwrite_discards_the_old_run(reference, images, tmp_path):
     workdir = copy_of(reference, tmp_path)
     (workdir / "notes.txt").write_text("not written by lr_jax")
-    done = run_cli(flags(images, workdir, "--generations", "1", "--epochs", "1", "--overwrite"), cache_dir)
+    done = run_cli(flags(images, workdir, "--generations", "1", "--epochs", "1", "--overwrite"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "--overwrite: removed" in done.stdout
     results = json.loads((workdir / "results.json").read_text())
@@ -154,9 +149,9 @@ def test_overwrite_discards_the_old_run(reference, images, cache_dir, tmp_path):
     assert recorded["epochs"] == 1
 
 
-def test_non_finite_loss_stops_with_step_and_loss_and_keeps_last_good_checkpoint(images, cache_dir, tmp_path):
+def test_non_finite_loss_stops_with_step_and_loss_and_keeps_last_good_checkpoint(images, tmp_path):
     workdir = tmp_path / "diverged"
-    done = run_cli(flags(images, workdir, "--learning_rate", "1e30", "--checkpoint_every", "1"), cache_dir)
+    done = run_cli(flags(images, workdir, "--learning_rate", "1e30", "--checkpoint_every", "1"))
     assert done.returncode == 3, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     message = next(line for line in done.stderr.splitlines() if "non-finite" in line)
@@ -173,7 +168,7 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_last_good_checkpoint
     assert message in (workdir / "log.txt").read_text()
 
 
-def test_predict_cli_on_the_trained_run(reference, images, cache_dir):
+def test_predict_cli_on_the_trained_run(reference, images):
     """Prediction on training images reproduces the soft labels generation 2 saved for them."""
     from PIL import Image
 
@@ -190,7 +185,7 @@ def test_predict_cli_on_the_trained_run(reference, images, cache_dir):
             break
     done = subprocess.run(
         [sys.executable, "-m", "lr_jax.predict", "--workdir", str(reference), "--generation", "2", *map(str, rows)],
-        env=subprocess_env(cache_dir), capture_output=True, text=True, timeout=240, cwd=REPO_ROOT,
+        env=subprocess_env(), capture_output=True, text=True, timeout=240, cwd=REPO_ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
