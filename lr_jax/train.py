@@ -70,7 +70,18 @@ def check_batch_divides(global_batch: int, num_devices: int, flag: str = "--batc
 
 
 def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with Nesterov momentum, decoupled-from-schedule L2 weight decay on kernels, and the LR schedule."""
+    """SGD with Nesterov momentum, decoupled-from-schedule L2 weight decay on kernels, and the LR schedule.
+
+    Equal settings give the same object: the optimizer is static data of the TrainState, so a new but equal
+    one per generation would make the pmapped step retrace and recompile every generation."""
+    return _optimizer(config.epochs, config.warmup_epochs, config.schedule, config.learning_rate,
+                      config.momentum, config.weight_decay, steps_per_epoch)
+
+
+@functools.lru_cache(maxsize=None)
+def _optimizer(epochs, warmup_epochs, schedule_name, learning_rate, momentum, weight_decay, steps_per_epoch):
+    config = Config(epochs=epochs, warmup_epochs=warmup_epochs, schedule=schedule_name,
+                    learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
     total = config.epochs * steps_per_epoch
     warmup = min(int(config.warmup_epochs * steps_per_epoch), max(total - 1, 0))
     if config.schedule == "cosine":
@@ -289,7 +300,10 @@ def train_generation(
         adversarial_jitter=config.adversarial_jitter if refinery is not None else 0.0,
         jitter_epsilon=config.jitter_epsilon,
     )
-    step_fn = compiled_train_step(model, refinery, options)
+    # Precomputed labels never call the refinery inside the step: leave it out, so every generation of a
+    # chain reuses generation 1's compiled step.
+    uses_refinery = options.label_mode == "online" or options.adversarial_jitter > 0
+    step_fn = compiled_train_step(model, refinery if uses_refinery else None, options)
     data = replicate(
         DeviceData(
             images=np.asarray(train_images, np.uint8),
@@ -300,7 +314,7 @@ def train_generation(
         )
     )
     rep_state = replicate(state)
-    rep_refinery = replicate(refinery_variables) if refinery_variables is not None else None
+    rep_refinery = replicate(refinery_variables) if uses_refinery else None
     data_key, step_key = jax.random.split(key)
     rep_step_key = replicate(step_key)
     history = []
