@@ -100,10 +100,16 @@ def _optimizer(epochs, warmup_epochs, schedule_name, learning_rate, momentum, we
 
 def create_train_state(key: jax.Array, model: nn.Module, image_shape, tx) -> TrainState:
     """A fresh model's state, initialised from `key` (not replicated)."""
-    variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    variables = _compiled_init(model, tuple(image_shape))(key)
     return TrainState.create(
         apply_fn=model.apply, params=variables["params"], batch_stats=variables["batch_stats"], tx=tx
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_init(model: nn.Module, image_shape: tuple) -> Callable:
+    """model.init as one compiled program (op-by-op initialisation costs seconds per layer on CPU)."""
+    return jax.jit(lambda key: model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False))
 
 
 def _softmax_of(model: nn.Module, variables, inputs, train_bn: bool) -> jax.Array:
