@@ -70,7 +70,18 @@ def check_batch_divides(global_batch: int, num_devices: int, flag: str = "--batc
 
 
 def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with Nesterov momentum, decoupled-from-schedule L2 weight decay on kernels, and the LR schedule."""
+    """SGD with Nesterov momentum, decoupled-from-schedule L2 weight decay on kernels, and the LR schedule.
+
+    Equal settings give the same object: the optimizer is static data of the TrainState, so a new but equal
+    one per generation would make the pmapped step retrace and recompile every generation."""
+    return _optimizer(config.epochs, config.warmup_epochs, config.schedule, config.learning_rate,
+                      config.momentum, config.weight_decay, steps_per_epoch)
+
+
+@functools.lru_cache(maxsize=None)
+def _optimizer(epochs, warmup_epochs, schedule_name, learning_rate, momentum, weight_decay, steps_per_epoch):
+    config = Config(epochs=epochs, warmup_epochs=warmup_epochs, schedule=schedule_name,
+                    learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
     total = config.epochs * steps_per_epoch
     warmup = min(int(config.warmup_epochs * steps_per_epoch), max(total - 1, 0))
     if config.schedule == "cosine":
@@ -89,10 +100,16 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
 
 def create_train_state(key: jax.Array, model: nn.Module, image_shape, tx) -> TrainState:
     """A fresh model's state, initialised from `key` (not replicated)."""
-    variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    variables = _compiled_init(model, tuple(image_shape))(key)
     return TrainState.create(
         apply_fn=model.apply, params=variables["params"], batch_stats=variables["batch_stats"], tx=tx
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_init(model: nn.Module, image_shape: tuple) -> Callable:
+    """model.init as one compiled program (op-by-op initialisation costs seconds per layer on CPU)."""
+    return jax.jit(lambda key: model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False))
 
 
 def _softmax_of(model: nn.Module, variables, inputs, train_bn: bool) -> jax.Array:

@@ -1,0 +1,178 @@
+"""The refinery chain threads labels: each generation trains on what the previous one predicted; runs repeat."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from lr_jax import models, refinery, train
+from lr_jax.config import Config
+from lr_jax.data import Splits
+
+CLASSES, SIZE, NUM_TRAIN, NUM_HELD_OUT, GENERATIONS = 4, 8, 64, 16, 3
+TIMING_KEYS = ("train_seconds", "images_per_second", "seconds")
+
+
+def synthetic_splits(seed=0) -> Splits:
+    """Class-dependent colour blobs plus noise, so labels carry some signal; uint8 like real data."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = np.arange(n) % CLASSES
+        rng.shuffle(labels)
+        base = np.eye(CLASSES, 3)[labels] * 160 + 40
+        images = base[:, None, None, :] + rng.normal(0, 40, (n, SIZE, SIZE, 3))
+        return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int32)
+
+    train_images, train_labels = split(NUM_TRAIN)
+    val_images, val_labels = split(NUM_HELD_OUT)
+    test_images, test_labels = split(NUM_HELD_OUT)
+    pixels = train_images.reshape(-1, 3) / 255.0
+    return Splits(train_images, train_labels, val_images, val_labels, test_images, test_labels,
+                  class_names=[f"c{i}" for i in range(CLASSES)],
+                  mean=pixels.mean(0).astype(np.float32), std=pixels.std(0).astype(np.float32))
+
+
+def tiny_config(seed=0) -> Config:
+    return Config(model="tiny_cnn", generations=GENERATIONS, epochs=1, batch_size=16, learning_rate=0.1,
+                  warmup_epochs=0.0, seed=seed, crop_padding=2, eval_batch_size=NUM_TRAIN)
+
+
+def run_recorded(config, splits):
+    """run_chain, recording what each generation's train_generation call was given (initial params, targets)."""
+    calls = []
+    real = train.train_generation
+
+    def recording(state, model, config, images, labels, targets, *args, **kwargs):
+        calls.append({"initial_params": jax.device_get(state.params), "targets": np.array(targets),
+                      "images": np.array(images)})
+        return real(state, model, config, images, labels, targets, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "train_generation", recording)
+        chain = refinery.run_chain(config, splits, log=lambda line: None, progress=False)
+    return chain, calls
+
+
+@pytest.fixture(scope="module")
+def step_traces():
+    """Counts how often the train step is traced (= compiled) from here on; a fresh compile cache."""
+    count = {"traces": 0}
+    real = train.train_step
+
+    def counting(*args, **kwargs):
+        count["traces"] += 1
+        return real(*args, **kwargs)
+
+    train.compiled_train_step.cache_clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "train_step", counting)
+        yield count
+    train.compiled_train_step.cache_clear()  # drop steps built on the counting wrapper
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return synthetic_splits()
+
+
+@pytest.fixture(scope="module")
+def recorded(splits, step_traces):
+    chain, calls = run_recorded(tiny_config(), splits)
+    return chain, calls, step_traces["traces"]
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def test_generation_one_trains_on_one_hot_ground_truth(recorded, splits):
+    chain, calls, _ = recorded
+    assert len(chain) == len(calls) == GENERATIONS
+    one_hot = np.eye(CLASSES, dtype=np.float32)[splits.train_labels]
+    np.testing.assert_array_equal(calls[0]["targets"], one_hot)
+    np.testing.assert_array_equal(chain[0].targets, one_hot)
+    assert chain[0].trained_on == "ground truth"
+    np.testing.assert_array_equal(calls[0]["images"], splits.train_images)
+
+
+def test_each_generation_trains_on_the_previous_generations_soft_labels(recorded):
+    chain, calls, _ = recorded
+    for k in range(1, GENERATIONS):
+        previous = chain[k - 1].soft_labels
+        np.testing.assert_array_equal(calls[k]["targets"], previous)  # what train_generation was given
+        np.testing.assert_array_equal(chain[k].targets, previous)
+        assert chain[k].trained_on == f"generation {k}" and chain[k].metrics["trained_on"] == f"generation {k}"
+        # Soft, not the one-hot labels again.
+        assert not np.array_equal(previous, chain[0].targets)
+        assert np.all(previous.max(-1) < 1.0)
+
+
+def test_soft_labels_are_the_models_softmax_on_unaugmented_training_images(recorded, splits):
+    chain, _, _ = recorded
+    for gen in chain:
+        model = models.get_model(gen.model_name, CLASSES)
+        chex.assert_shape(gen.soft_labels, (NUM_TRAIN, CLASSES))
+        assert gen.soft_labels.dtype == np.float32
+        np.testing.assert_allclose(gen.soft_labels.sum(-1), 1.0, atol=1e-5)
+        # Independently: plain model.apply on the normalised, un-augmented images, no pmap, no batching.
+        inputs = (splits.train_images.astype(np.float32) / 255.0 - splits.mean) / splits.std
+        logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(gen.variables, inputs)
+        np.testing.assert_allclose(gen.soft_labels, jax.nn.softmax(logits, -1), atol=2e-5)
+        # And through predict_probs with another batch size (a padded last batch).
+        again = train.predict_probs(model, train.replicate(gen.variables), splits.train_images, splits.mean,
+                                    splits.std, batch_size=24)
+        np.testing.assert_allclose(gen.soft_labels, again, atol=2e-5)
+
+
+def test_metrics_follow_from_the_predictions(recorded, splits):
+    chain, _, _ = recorded
+    for number, gen in enumerate(chain, start=1):
+        m = gen.metrics
+        assert m["generation"] == number
+        train_acc = np.mean(gen.soft_labels.argmax(-1) == splits.train_labels)
+        assert m["train_accuracy"] == pytest.approx(train_acc) and m["label_agreement"] == pytest.approx(train_acc)
+        assert m["val_accuracy"] == pytest.approx(np.mean(gen.val_probs.argmax(-1) == splits.val_labels))
+        assert m["test_accuracy"] == pytest.approx(np.mean(gen.test_probs.argmax(-1) == splits.test_labels))
+        assert m["train_test_gap"] == pytest.approx(m["train_accuracy"] - m["test_accuracy"])
+        entropy = -(gen.soft_labels * np.log(np.clip(gen.soft_labels, 1e-30, 1))).sum(-1).mean()
+        assert m["label_entropy"] == pytest.approx(entropy, rel=1e-5)
+        assert 0.0 < m["label_entropy"] < np.log(CLASSES)
+
+
+def test_every_generation_starts_from_a_fresh_initialisation(recorded):
+    chain, calls, _ = recorded
+    inits = [jax.tree_util.tree_leaves(c["initial_params"]) for c in calls]
+    for a in range(GENERATIONS):
+        for b in range(a + 1, GENERATIONS):
+            assert not all(np.array_equal(x, y) for x, y in zip(inits[a], inits[b]))
+    trained = jax.tree_util.tree_leaves(chain[0].variables["params"])
+    assert not all(np.allclose(x, y) for x, y in zip(inits[1], trained))  # not a warm start from generation 1
+
+
+def test_the_train_step_compiles_once_for_the_whole_chain(recorded):
+    """Precomputed labels: every generation reuses generation 1's compiled step (same shapes, same settings)."""
+    _, _, traces = recorded
+    assert traces == 1, f"the train step was traced {traces} times for {GENERATIONS} generations"
+
+
+def test_same_seed_repeats_exactly_and_another_seed_starts_elsewhere(recorded, splits):
+    chain, calls, _ = recorded
+    again, again_calls = run_recorded(tiny_config(seed=0), splits)
+    for first, second in zip(chain, again):
+        assert without_timings(first.metrics) == without_timings(second.metrics)
+        np.testing.assert_array_equal(first.soft_labels, second.soft_labels)
+    for first, second in zip(calls, again_calls):
+        chex.assert_trees_all_equal(first["initial_params"], second["initial_params"])
+
+    other_config = tiny_config(seed=1)
+    other_config.generations = 1
+    other, other_calls = run_recorded(other_config, splits)
+    kernels = lambda c: [x for x in jax.tree_util.tree_leaves(c["initial_params"]) if x.ndim > 1]
+    differs = [not np.array_equal(x, y) for x, y in zip(kernels(calls[0]), kernels(other_calls[0]))]
+    assert len(differs) == 3 and all(differs), "a different seed should re-draw every random kernel"
+    assert not np.array_equal(other[0].soft_labels, chain[0].soft_labels)
