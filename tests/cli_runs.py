@@ -20,7 +20,6 @@ RUN_FLAGS = (
     "--eval_batch_size", "16", "--checkpoint_every", "3", "--no_progress",
 )
 STEPS_PER_GENERATION = 10
-TIMING_KEYS = ("train_seconds", "images_per_second", "seconds", "wall_seconds")
 # Kills the process (SIGKILL, as a preempted machine would) just before the Nth train step runs.
 KILLING_WRAPPER = """
 import os, signal, sys
@@ -75,15 +74,6 @@ def run_cli(args, timeout: float = 240, kill_before_call: int | None = None, dev
         command = [sys.executable, "-c", KILLING_WRAPPER, str(kill_before_call), *map(str, args)]
     return subprocess.run(command, env=subprocess_env(devices), capture_output=True, text=True,
                           timeout=timeout, cwd=REPO_ROOT)
-
-
-def without_timings(value):
-    """A results.json fragment with wall-clock fields removed (they differ between any two runs)."""
-    if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
-    if isinstance(value, list):
-        return [without_timings(v) for v in value]
-    return value
 
 
 def saved_generation(workdir, generation: int) -> dict:

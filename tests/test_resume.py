@@ -12,8 +12,9 @@ import pytest
 
 from cli_runs import (
     REPO_ROOT, RUN_FLAGS, STEPS_PER_GENERATION, run_cli, saved_generation, subprocess_env,
-    truncate_largest_file, without_timings, write_image_folder,
+    truncate_largest_file, write_image_folder,
 )
+from test_chain import without_timings  # results.json fragments minus wall-clock fields
 from lr_jax import checkpoints
 
 # Killed just before generation 2's 8th step: its checkpoints at steps 3, 5 (epoch end) and 6 were due.
