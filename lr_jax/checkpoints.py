@@ -302,6 +302,23 @@ def _recorded(workdir: str) -> Optional[dict]:
     return None
 
 
+def check_same_data(workdir: str, splits) -> None:
+    """Raises CheckpointError unless the run in `workdir` trained on the same train/validation data as `splits`
+    (a refinery's labels are per training image, so they only transfer to the very same split)."""
+    recorded = _recorded(workdir)
+    if recorded is None:
+        raise CheckpointError(f"{workdir}: no {CONFIG_FILE} or results.json; is this a run's --workdir?")
+    theirs, ours = recorded.get("data"), _data_fingerprint(splits)
+    if theirs is None:
+        raise CheckpointError(f"{workdir}: {CONFIG_FILE} has no data fingerprint; cannot check it used this data")
+    if theirs != ours:
+        differing = sorted(k for k in ours if theirs.get(k) != ours.get(k))
+        raise CheckpointError(
+            f"{workdir}: that run's data differ from this run's ({', '.join(differing)}: it had "
+            f"{_show(theirs)}, now {_show(ours)}); use the same --data_dir, --val_size, --train_size and --seed"
+        )
+
+
 def differing_keys(recorded: dict, record: dict) -> list[str]:
     """Keys (outside NOT_COMPARED) whose values differ; 'data' only where both record it."""
     keys = (set(recorded) | set(record)) - set(NOT_COMPARED)

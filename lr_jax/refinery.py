@@ -165,6 +165,21 @@ def generation_from_saved(gen: int, arrays: dict, info: dict, targets: np.ndarra
     )
 
 
+def reused_refinery(refinery_workdir: str, splits: Splits, log: Callable[[str], None] = print) -> Generation:
+    """Generation 1 taken from another run (`--refinery_workdir`): its newest finished generation, which must
+    have been trained on the same train/validation split. Its labels start this chain; it is not retrained."""
+    checkpoints.check_same_data(refinery_workdir, splits)
+    arrays, info = checkpoints.load_generation(refinery_workdir)
+    source_generation = info["metrics"]["generation"]
+    reused = generation_from_saved(1, arrays, info, targets=arrays["soft_labels"])
+    reused.trained_on = f"{info['trained_on']} (reused: {refinery_workdir} generation {source_generation})"
+    reused.metrics = {**info["metrics"], "generation": 1, "trained_on": reused.trained_on,
+                      "train_seconds": 0.0, "epochs": []}
+    log(f"generation 1: reusing {info['model_name']} from {refinery_workdir} (its generation "
+        f"{source_generation}) as the first refinery")
+    return reused
+
+
 def run_chain(
     config: Config,
     splits: Splits,
@@ -181,6 +196,8 @@ def run_chain(
     finished generation is saved under it (and reloaded instead of retrained on a rerun), and training
     checkpoints let an interrupted generation continue from its last saved step."""
     chain = list(finished or [])
+    if not chain and config.refinery_workdir:
+        chain = [reused_refinery(config.refinery_workdir, splits, log)]
     targets = chain[-1].soft_labels if chain else ground_truth_targets(splits, config)
     store = checkpoints.open_manager(checkpoints.finished_dir(workdir)) if workdir else None
     try:

@@ -73,7 +73,7 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
     assert (workdir / "labels_summary.npz").exists() and (workdir / "log.txt").exists()
 
 
-def test_runner_rejects_a_batch_that_does_not_divide_by_the_devices(tmp_path):
+def test_runner_rejects_a_batch_that_does_not_divide_by_the_devices(tmp_path, capsys):
     import jax
 
     if jax.local_device_count() < 2:
@@ -82,9 +82,11 @@ def test_runner_rejects_a_batch_that_does_not_divide_by_the_devices(tmp_path):
     workdir = tmp_path / "run"
     batch = str(4 * jax.local_device_count() + 1)
     argv = ["--data_dir", str(data_dir), "--workdir", str(workdir), *TINY_RUN, "--batch_size", batch]
-    with pytest.raises(ValueError, match=f"--batch_size={batch} does not divide"):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's error: usage line, message, exit status 2
         runner.run("cifar10", argv)
-    assert not (workdir / "results.json").exists()
+    assert exit_info.value.code == 2
+    assert f"--batch_size={batch} does not divide" in capsys.readouterr().err
+    assert not workdir.exists()  # refused before the data are read or anything is written
 
 
 def test_module_entry_point_runs_as_a_subprocess(tmp_path):

@@ -160,3 +160,35 @@ def test_variants_run_on_four_devices(splits, variant):
         assert np.isfinite(generation.metrics["val_accuracy"])
         chex.assert_shape(generation.soft_labels, (len(splits.train_labels), NUM_CLASSES))
     assert chain[1].metrics["label_mode"] == config.label_mode
+
+
+def test_refinery_workdir_reuses_a_trained_refinery(tmp_path):
+    from cli_runs import RUN_FLAGS, write_image_folder
+
+    from lr_jax import checkpoints
+    from lr_jax.data import load_dataset
+    from lr_jax.experiments import runner
+
+    data_dir = write_image_folder(tmp_path / "data")
+    flags = [*RUN_FLAGS, "--data_dir", str(data_dir), "--seed", "3"]
+    refinery_dir = tmp_path / "refinery"
+    runner.run("cifar10", [*flags, "--generations", "1", "--workdir", str(refinery_dir)])
+    saved, _ = checkpoints.load_generation(str(refinery_dir))
+
+    config = Config(**{**dataclasses.asdict(tiny_config()), "batch_size": 8, "val_size": 8, "seed": 3,
+                       "model": "tiny_cnn", "refinery_workdir": str(refinery_dir), "generations": 2})
+    splits = make_splits(load_dataset("cifar10", str(data_dir)), config.val_size, None, config.seed)
+    chain = refinery.run_chain(config, splits, log=lambda _: None, progress=False)
+    assert len(chain) == 2
+    assert "reused" in chain[0].metrics["trained_on"]
+    assert chain[0].metrics["train_seconds"] == 0.0
+    np.testing.assert_array_equal(chain[1].targets, saved["soft_labels"])
+
+    # The CLI records the reuse, and refuses a refinery trained on another split.
+    student_dir = tmp_path / "student"
+    result = runner.run("cifar10", [*flags, "--refinery_workdir", str(refinery_dir), "--workdir", str(student_dir)])
+    assert [row["generation"] for row in result["generations"]] == [1, 2]
+    assert "reused" in result["generations"][0]["trained_on"]
+    with pytest.raises(checkpoints.CheckpointError, match="num_train"):
+        runner.run("cifar10", [*flags, "--train_size", "20", "--refinery_workdir", str(refinery_dir),
+                               "--workdir", str(tmp_path / "other")])

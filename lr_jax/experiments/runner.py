@@ -70,17 +70,26 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     return parser
 
 
-def make_logger(workdir: Optional[str], enabled: bool = True):
-    """Prints and appends each line to workdir/log.txt once the workdir exists (only where `enabled`)."""
+def make_logger(workdir: Optional[str], enabled: bool = True, earlier: Optional[list] = None):
+    """Prints each line and appends it to workdir/log.txt once the workdir exists (only where `enabled`).
+
+    Lines logged while the workdir does not exist yet are kept in `earlier` (when given) and written first
+    by the next logger that has a workdir, so the data-reading lines reach log.txt too."""
 
     def log(line: str, echo: bool = True) -> None:
         if not enabled:
             return
         if echo:
             print(line, flush=True)
-        if workdir and os.path.isdir(workdir):
-            with open(os.path.join(workdir, "log.txt"), "a") as f:
-                f.write(line + "\n")
+        if not (workdir and os.path.isdir(workdir)):
+            if earlier is not None:
+                earlier.append(line)
+            return
+        with open(os.path.join(workdir, "log.txt"), "a") as f:
+            if earlier:
+                f.write("".join(earlier_line + "\n" for earlier_line in earlier))
+                earlier.clear()
+            f.write(line + "\n")
 
     return log
 
@@ -97,10 +106,14 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     try:
         config = config_lib.build_config(dataset, args)
         distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
+        import jax
+
+        train.check_batch_divides(config.batch_size, jax.device_count())
     except ValueError as error:
         parser.error(str(error))
     main_process = distributed.is_main_process()
-    log = make_logger(None, main_process)
+    early_lines: list = []  # logged before the workdir exists; written into its log.txt later
+    log = make_logger(None, main_process, early_lines)
     start = time.perf_counter()
     data = load_dataset(config.dataset, config.data_dir, svhn_extra=config.svhn_extra, cache_dir=config.cache_dir,
                         log=log)
@@ -118,7 +131,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
 
     record = checkpoints.run_record(dataclasses.asdict(config), splits)
     resuming = checkpoints.prepare_workdir(config.workdir, record, overwrite, log)
-    log = make_logger(config.workdir, main_process)
+    log = make_logger(config.workdir, main_process, early_lines)
     if resuming:
         log(f"resuming the run in {config.workdir}")
     log(f"devices: {jax.device_count()} x {jax.devices()[0].platform} in {jax.process_count()} process(es); "
