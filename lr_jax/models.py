@@ -30,18 +30,27 @@ class _Norm(nn.Module):
         )(x)
 
 
-class BasicBlock(nn.Module):
-    """Post-activation 3x3/3x3 residual block of the CIFAR ResNets (He et al. 2016)."""
+class _ResidualBlock(nn.Module):
+    """Fields and layer factories shared by the residual blocks."""
 
     filters: int
     strides: int = 1
     axis_name: Optional[str] = "batch"
     dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, x, train: bool):
+    def layer_factories(self):
+        """(conv, norm): bias-free He-initialised convolutions and cross-device BatchNorm in this dtype."""
         conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
         norm = functools.partial(_Norm, axis_name=self.axis_name, dtype=self.dtype)
+        return conv, norm
+
+
+class BasicBlock(_ResidualBlock):
+    """Post-activation 3x3/3x3 residual block of the CIFAR ResNets (He et al. 2016)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv, norm = self.layer_factories()
         y = conv(self.filters, (3, 3), (self.strides, self.strides))(x)
         y = nn.relu(norm()(y, train))
         y = conv(self.filters, (3, 3))(y)
@@ -73,18 +82,12 @@ class CifarResNet(nn.Module):
         return nn.Dense(self.num_classes, dtype=jnp.float32)(x.astype(jnp.float32))
 
 
-class WideBlock(nn.Module):
+class WideBlock(_ResidualBlock):
     """Pre-activation wide residual block (Zagoruyko & Komodakis 2016)."""
-
-    filters: int
-    strides: int = 1
-    axis_name: Optional[str] = "batch"
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
-        norm = functools.partial(_Norm, axis_name=self.axis_name, dtype=self.dtype)
+        conv, norm = self.layer_factories()
         y = nn.relu(norm()(x, train))
         shortcut = x
         if x.shape[-1] != self.filters or self.strides != 1:
