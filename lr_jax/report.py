@@ -374,10 +374,7 @@ def _new_figure(width: float, height: float):
 
 def _save_figure(figure, path: str) -> str:
     """Saves a PNG atomically (temporary file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    results.write_atomic(path, lambda f: figure.savefig(f, format="png"), binary=True)
     return path
 
 

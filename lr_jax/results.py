@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 TABLE_COLUMNS = (
     ("generation", "gen", "{}"),
@@ -24,14 +24,15 @@ TABLE_COLUMNS = (
 )
 
 
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes JSON to a temporary file in the same folder, then renames it over `path`."""
+def write_atomic(path: str, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Calls `write(file)` on a temporary file in `path`'s folder, then renames it over `path`; on any error
+    the temporary file is removed and `path` is left as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -41,13 +42,14 @@ def write_json_atomic(path: str, payload: Any) -> None:
         raise
 
 
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes JSON atomically (temporary file in the same folder, then rename)."""
+    write_atomic(path, lambda f: json.dump(payload, f, indent=2, sort_keys=False))
+
+
 def write_text_atomic(path: str, text: str) -> None:
-    """Same as write_json_atomic, for text."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".txt")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Writes text atomically (temporary file in the same folder, then rename)."""
+    write_atomic(path, lambda f: f.write(text))
 
 
 def _cell(value, fmt: str) -> str:
@@ -102,12 +104,11 @@ def write_label_summary(workdir: str, splits, chain) -> None:
     entropies = np.stack([
         -(g.soft_labels * np.log(np.clip(g.soft_labels, 1e-30, 1.0))).sum(-1) for g in chain
     ]).astype(np.float16)
-    path = os.path.join(workdir, "labels_summary.npz")
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, images=splits.train_images[picks], labels=splits.train_labels[picks],
-                        class_names=np.array(splits.class_names), probs=probs, entropies=entropies,
-                        generations=np.array([g.generation for g in chain]))
-    os.replace(tmp, path)
+    arrays = dict(images=splits.train_images[picks], labels=splits.train_labels[picks],
+                  class_names=np.array(splits.class_names), probs=probs, entropies=entropies,
+                  generations=np.array([g.generation for g in chain]))
+    write_atomic(os.path.join(workdir, "labels_summary.npz"), lambda f: np.savez_compressed(f, **arrays),
+                 binary=True)
 
 
 def load_results(workdir: str) -> dict:
