@@ -66,15 +66,31 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def results_payload(config, dataset_info: dict, generations: list[dict], complete: bool, wall_seconds: float):
-    """The results.json document."""
+def results_payload(config, dataset_info: dict, generations: list[dict], complete: bool, wall_seconds: float,
+                    session_wall_seconds: Optional[float] = None):
+    """The results.json document. `wall_seconds` sums every invocation of a resumed run (see
+    `previous_wall_seconds`); `session_wall_seconds` is this invocation's share."""
     return {
         "config": dataclasses.asdict(config),
         "dataset": dataset_info,
         "complete": complete,
         "wall_seconds": wall_seconds,
+        "session_wall_seconds": wall_seconds if session_wall_seconds is None else session_wall_seconds,
         "generations": generations,
     }
+
+
+def previous_wall_seconds(workdir: str) -> float:
+    """The wall time earlier invocations of a resumed run recorded in its results.json (0 if none).
+
+    Each invocation rewrites results.json after every finished generation, so a killed invocation's time after
+    its last finished generation is not counted; its training time still is, in the generations' train_seconds."""
+    path = os.path.join(workdir, "results.json")
+    try:
+        with open(path) as f:
+            return float(json.load(f).get("wall_seconds") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def write_results(workdir: str, payload: dict, title: Optional[str] = None) -> None:

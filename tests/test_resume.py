@@ -81,12 +81,17 @@ def test_killed_run_was_stopped_mid_generation(killed):
 def test_rerun_after_sigkill_equals_uninterrupted_run(killed, reference, images, tmp_path):
     workdir = copy_of(killed, tmp_path)
     newest = max(training_steps(workdir, 2))
+    earlier = json.loads((workdir / "results.json").read_text())
     done = run_cli(flags(images, workdir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "generation 1/2: reloaded" in done.stdout  # not retrained
     assert "generation 1/2: training" not in done.stdout
     assert f"resuming from the checkpoint at step {newest} of {STEPS_PER_GENERATION}" in done.stdout
     assert_same_result(workdir, reference)
+    # The wall time of a resumed run counts the killed invocation too, not just the last one.
+    resumed = json.loads((workdir / "results.json").read_text())
+    assert earlier["wall_seconds"] > 0 and resumed["session_wall_seconds"] > 0
+    assert resumed["wall_seconds"] == pytest.approx(earlier["wall_seconds"] + resumed["session_wall_seconds"])
 
 
 def test_truncated_checkpoint_falls_back_to_previous_good_one(killed, reference, images, tmp_path):

@@ -132,8 +132,10 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     record = checkpoints.run_record(dataclasses.asdict(config), splits)
     resuming = checkpoints.prepare_workdir(config.workdir, record, overwrite, log)
     log = make_logger(config.workdir, main_process, early_lines)
+    earlier_wall_seconds = 0.0
     if resuming:
         log(f"resuming the run in {config.workdir}")
+        earlier_wall_seconds = results.previous_wall_seconds(config.workdir)
     log(f"devices: {jax.device_count()} x {jax.devices()[0].platform} in {jax.process_count()} process(es); "
         f"config: {dataclasses.asdict(config)}")
     dataset_info = {
@@ -154,7 +156,9 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
         results.write_label_summary(config.workdir, splits, chain)
         rows = [g.metrics for g in chain]
         complete = len(chain) == config.generations
-        payload = results.results_payload(config, dataset_info, rows, complete, time.perf_counter() - start)
+        session = time.perf_counter() - start
+        payload = results.results_payload(config, dataset_info, rows, complete, earlier_wall_seconds + session,
+                                          session_wall_seconds=session)
         results.write_results(config.workdir, payload)
 
     try:
@@ -166,7 +170,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     save(None, chain)  # also when every generation was reloaded
     rows = [g.metrics for g in chain]
     log("\n" + results.markdown_table(rows))
-    log(f"wall time {time.perf_counter() - start:.1f} s; results in {os.path.join(config.workdir, 'results.json')}")
+    log(f"wall time {time.perf_counter() - start:.1f} s (this invocation); results in {os.path.join(config.workdir, 'results.json')}")
     distributed.barrier("results_written")
     return results.load_results(config.workdir)
 
