@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Copies the result files of every run under RUNS_DIR (results.json, results.md, labels_summary.npz, log.txt;
+# never checkpoints) into DEST_DIR/<run>/, then writes the report over the copies into DEST_DIR/report/.
+# Usage: bash experiments/collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]
+set -euo pipefail
+runs=${1:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
+dest=${2:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
+examples=${3:-refinery_seed0}
+copied=()
+for run in "$runs"/refinery_*/ "$runs"/*/; do  # refinery runs first: the report keeps this order
+  run=${run%/}
+  [ -f "$run/results.json" ] || continue
+  [[ " ${copied[*]} " == *" $dest/$(basename "$run") "* ]] && continue
+  name=$(basename "$run")
+  mkdir -p "$dest/$name"
+  for file in results.json results.md labels_summary.npz log.txt; do
+    [ -f "$run/$file" ] && cp "$run/$file" "$dest/$name/$file"
+  done
+  copied+=("$dest/$name")
+done
+[ ${#copied[@]} -gt 0 ] || { echo "collect_results.sh: no run with results.json under $runs" >&2; exit 2; }
+python -m lr_jax.report "${copied[@]}" --out "$dest/report" --examples "$dest/$examples"
