@@ -321,9 +321,12 @@ def markdown_report(report: Report) -> str:
     for configuration in report.configurations:
         seeds = ", ".join(str(r.payload["config"]["seed"]) for r in configuration.runs)
         wall = np.mean([r.payload.get("wall_seconds") or 0.0 for r in configuration.runs])
+        train = np.mean([sum(g.get("train_seconds") or 0.0 for g in r.payload["generations"])
+                         for r in configuration.runs])
         out += ["", f"## {configuration.label}", "",
                 f"Settings: {settings_line(configuration.settings)}. Seeds: {seeds}. "
-                f"Mean wall time per run: {wall:.0f} s.", "", configuration_table(configuration)]
+                f"Mean wall time per run: {wall:.0f} s; mean training time per run, all generations: {train:.0f} s.",
+                "", configuration_table(configuration)]
     out += ["", "## Runs", "", "| run folder | configuration | seed | generations | complete | wall s | devices |",
             "|---|---|---|---|---|---|---|"]
     for configuration in report.configurations:

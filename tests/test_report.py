@@ -94,6 +94,8 @@ def test_markdown_and_csv_tables(runs, tmp_path):
     assert "| 2 | 2 | 83.00 ± 2.83 | 93.00 ± 2.83 | +10.00 ± 0.00 |" in text
     assert "test acc %" not in text and "Test accuracy" not in text  # no run has a test split
     assert "| 1 of 2 | False |" in text  # seed 2 is listed as incomplete
+    # Training time sums each run's generations (10 s; 10 + 20 s; 10 + 20 s), then averages over runs.
+    assert "Mean wall time per run: 12 s; mean training time per run, all generations: 23 s." in text
     with open(paths["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert [(r["configuration"], r["generation"], r["seeds"]) for r in rows] == [
