@@ -7,10 +7,10 @@ runs=${1:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
 dest=${2:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
 examples=${3:-refinery_seed0}
 copied=()
-for run in "$runs"/refinery_*/ "$runs"/*/; do  # refinery runs first: the report keeps this order
+shopt -s nullglob extglob
+for run in "$runs"/refinery_*/ "$runs"/!(refinery_*)/; do  # refinery runs first: the report keeps this order
   run=${run%/}
   [ -f "$run/results.json" ] || continue
-  [[ " ${copied[*]} " == *" $dest/$(basename "$run") "* ]] && continue
   name=$(basename "$run")
   mkdir -p "$dest/$name"
   for file in results.json results.md labels_summary.npz log.txt; do

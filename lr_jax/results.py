@@ -80,19 +80,6 @@ def results_payload(config, dataset_info: dict, generations: list[dict], complet
     }
 
 
-def previous_wall_seconds(workdir: str) -> float:
-    """The wall time earlier invocations of a resumed run recorded in its results.json (0 if none).
-
-    Each invocation rewrites results.json after every finished generation, so a killed invocation's time after
-    its last finished generation is not counted; its training time still is, in the generations' train_seconds."""
-    path = os.path.join(workdir, "results.json")
-    try:
-        with open(path) as f:
-            return float(json.load(f).get("wall_seconds") or 0.0)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0.0
-
-
 def write_results(workdir: str, payload: dict, title: Optional[str] = None) -> None:
     """Writes results.json and results.md into `workdir`, each atomically."""
     write_json_atomic(os.path.join(workdir, "results.json"), payload)
@@ -137,3 +124,14 @@ def load_results(workdir: str) -> dict:
         raise FileNotFoundError(f"{path}: no results.json (is this a run's --workdir?)") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+def previous_wall_seconds(workdir: str) -> float:
+    """The wall time earlier invocations of a resumed run recorded in its results.json (0 if none or unreadable).
+
+    Each invocation rewrites results.json after every finished generation, so a killed invocation's time after
+    its last finished generation is not counted; its training time still is, in the generations' train_seconds."""
+    try:
+        return float(load_results(workdir).get("wall_seconds") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
