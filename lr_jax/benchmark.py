@@ -26,23 +26,22 @@ def benchmark(model_name: str, batch_size: int, steps: int, label_mode: str = "p
     config = Config(model=model_name, batch_size=batch_size, epochs=1, label_mode=label_mode,
                     adversarial_jitter=adversarial_jitter)
     model = get_model(model_name, num_classes)
-    state = train.create_train_state(jax.random.PRNGKey(0), model, images.shape[1:], train.make_optimizer(config, 4))
-    refinery = model if (label_mode == "online" or adversarial_jitter > 0) else None
-    options = train.StepOptions(global_batch=batch_size, num_devices=devices, label_mode=label_mode,
-                                adversarial_jitter=adversarial_jitter, jitter_epsilon=config.jitter_epsilon)
-    step_fn = train.compiled_train_step(model, refinery, options)
+    options = train.step_options(config, devices, num_images, refined=True)
+    state = train.create_train_state(jax.random.PRNGKey(0), model, images.shape[1:],
+                                     train.make_optimizer(config, options.steps_per_epoch))
+    refinery = model if options.uses_refinery else None
+    step_fn = train.make_train_step(model, refinery, options)
     data = train.replicate(train.DeviceData(images, labels, targets, np.full(3, 0.5, np.float32),
                                             np.full(3, 0.25, np.float32)))
     rep_refinery = train.replicate(train.variables_of(state)) if refinery is not None else None
     rep_state = train.replicate(state)
     order = train.replicate(np.arange(num_images, dtype=np.int32))
     key = train.replicate(jax.random.PRNGKey(1))
-    step_number = lambda i: train.replicate(np.int32(i % 4))
-    rep_state, metrics = step_fn(rep_state, data, order, step_number(0), key, rep_refinery)
+    rep_state, metrics = step_fn(rep_state, data, order, key, rep_refinery)
     jax.block_until_ready(metrics)
     start = time.perf_counter()
-    for i in range(steps):
-        rep_state, metrics = step_fn(rep_state, data, order, step_number(i), key, rep_refinery)
+    for _ in range(steps):
+        rep_state, metrics = step_fn(rep_state, data, order, key, rep_refinery)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
     return {"model": model_name, "batch_size": batch_size, "devices": devices, "label_mode": label_mode,

@@ -22,12 +22,10 @@ from lr_jax import distributed, results
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
 KEEP_TRAINING_CHECKPOINTS = 2  # the newest and one to fall back to if the newest is damaged
-# May differ between runs sharing a workdir: where things live, how often to save, how many processes, and how
-# many generations (a longer chain continues a shorter one). Everything else must match to resume.
-NOT_COMPARED = (
-    "workdir", "data_dir", "cache_dir", "preset", "generations", "checkpoint_every", "coordinator_address",
-    "num_processes", "process_id",
-)
+# May differ between invocations of one run: the number of generations (a longer chain continues a shorter one).
+# Run options (config.RunOptions: folders, cadence, hosts) are not recorded; older records that hold them are read
+# without them. Every other Config value must match to resume.
+GROWABLE = ("generations",)
 # What a run writes into its workdir: removed by --overwrite (nothing else in the folder is touched).
 RUN_FILES = (CONFIG_FILE, "results.json", "results.md", "labels_summary.npz", "log.txt")
 # Written into each finished step's folder: every file's size and SHA-256, checked before orbax reads it.
@@ -320,8 +318,10 @@ def check_same_data(workdir: str, splits) -> None:
 
 
 def differing_keys(recorded: dict, record: dict) -> list[str]:
-    """Keys (outside NOT_COMPARED) whose values differ; 'data' only where both record it."""
-    keys = (set(recorded) | set(record)) - set(NOT_COMPARED)
+    """Config keys (but GROWABLE ones) whose values differ; 'data' only where both record it."""
+    from lr_jax.config import RUN_OPTION_FIELDS
+
+    keys = (set(recorded) | set(record)) - set(RUN_OPTION_FIELDS) - set(GROWABLE)
     if "data" not in recorded or "data" not in record:
         keys.discard("data")
     return sorted(k for k in keys if recorded.get(k) != record.get(k))

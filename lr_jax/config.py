@@ -1,4 +1,4 @@
-"""The run configuration: one dataclass of every knob, dataset defaults, and the named presets."""
+"""Run settings: `Config` (what defines a run's results), `RunOptions` (where and how it runs), presets."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from typing import Optional
 
 @dataclasses.dataclass
 class Config:
-    """Everything that defines a refinery run; saved verbatim into results.json."""
+    """What defines a run and its results (model, schedule, labels, data selection, seed); saved into
+    results.json and config.json, and compared when a workdir is resumed."""
 
     dataset: str = "cifar10"
-    data_dir: Optional[str] = None  # None: TFDS (Fashion-MNIST: Debian's /usr/share/datasets/fashion-mnist)
-    workdir: str = "runs/default"
-    preset: Optional[str] = None
     # The chain.
-    generations: int = 3
+    generations: int = 3  # may grow between invocations of one run: the chain continues
     model: str = "resnet20"
     # Optimisation (SGD + Nesterov momentum, warmup then cosine or piecewise decay).
     epochs: int = 30
@@ -33,9 +31,7 @@ class Config:
     augment: bool = True
     flip: bool = True
     crop_padding: int = 4
-    eval_batch_size: int = 1000
     svhn_extra: bool = False  # SVHN: add the 531k-image `extra` split to training
-    cache_dir: Optional[str] = None  # keep decoded --data_dir arrays here for faster re-reads; None: no cache
     # Labels.
     label_mode: str = "precomputed"  # or "online": the frozen refinery labels every augmented crop
     refinery_bn: str = "eval"  # "train": the official code's quirk, refinery BatchNorm on batch statistics
@@ -44,13 +40,28 @@ class Config:
     temperature: float = 1.0
     gt_weight: float = 0.0
     label_smoothing: float = 0.0
-    adversarial_jitter: float = 0.0  # fraction of each batch perturbed
+    adversarial_jitter: float = 0.0  # fraction of each global batch perturbed
     jitter_epsilon: float = 2.0 / 255.0  # L-infinity size of the perturbation, in [0, 1] pixel units
-    # Checkpoints / hosts.
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Where and how a run executes: folders, checkpoint cadence, batching of predictions, hosts. None of it
+    changes the results, so a resumed run may change any of it."""
+
+    workdir: str = "runs/default"
+    data_dir: Optional[str] = None  # None: TFDS (Fashion-MNIST: Debian's /usr/share/datasets/fashion-mnist)
+    cache_dir: Optional[str] = None  # keep decoded --data_dir arrays here for faster re-reads; None: no cache
+    preset: Optional[str] = None  # where the defaults came from (the resolved values are in Config)
+    eval_batch_size: int = 1000
     checkpoint_every: int = 500  # steps between mid-generation checkpoints (0: only at epoch ends)
     coordinator_address: Optional[str] = None  # host:port of process 0, for a multi-process run
     num_processes: Optional[int] = None
     process_id: Optional[int] = None
+
+
+CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(Config))
+RUN_OPTION_FIELDS = tuple(field.name for field in dataclasses.fields(RunOptions))
 
 
 DATASET_DEFAULTS = {
@@ -84,7 +95,7 @@ def validate(config: Config) -> Config:
     for name, allowed in CHOICES.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"--{name}={getattr(config, name)!r} is not one of {', '.join(allowed)}")
-    positive = ("generations", "epochs", "batch_size", "eval_batch_size")
+    positive = ("generations", "epochs", "batch_size")
     for name in positive:
         if getattr(config, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(config, name)}")
@@ -99,15 +110,23 @@ def validate(config: Config) -> Config:
     for name in ("gt_weight", "label_smoothing", "adversarial_jitter"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"--{name} must lie in [0, 1], got {getattr(config, name)}")
-    if config.checkpoint_every < 0:
-        raise ValueError(f"--checkpoint_every must be >= 0 (0: only at epoch ends), got {config.checkpoint_every}")
     if config.dataset not in DATASET_DEFAULTS:
         raise ValueError(f"--dataset={config.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)}")
     return config
 
 
-def build_config(dataset: str, overrides: dict) -> Config:
-    """Dataset defaults, then the preset named in `overrides` (if any), then the other overrides."""
+def validate_run_options(options: RunOptions) -> RunOptions:
+    """Raises ValueError naming the flag for any out-of-range value; returns `options` unchanged."""
+    if options.eval_batch_size < 1:
+        raise ValueError(f"--eval_batch_size must be at least 1, got {options.eval_batch_size}")
+    if options.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint_every must be >= 0 (0: only at epoch ends), got {options.checkpoint_every}")
+    return options
+
+
+def build_config(dataset: str, overrides: dict) -> tuple[Config, RunOptions]:
+    """Dataset defaults, then the preset named in `overrides` (if any), then the other overrides; split into
+    the run's Config and its RunOptions. Unknown keys raise ValueError."""
     values = dict(DATASET_DEFAULTS.get(dataset, {}))
     preset = overrides.get("preset")
     if preset is not None:
@@ -115,4 +134,9 @@ def build_config(dataset: str, overrides: dict) -> Config:
             raise ValueError(f"--preset={preset!r} is not one of {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return validate(Config(dataset=dataset, **values))
+    unknown = sorted(set(values) - set(CONFIG_FIELDS) - set(RUN_OPTION_FIELDS) - {"dataset"})
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(unknown)}")
+    config = Config(dataset=dataset, **{k: v for k, v in values.items() if k in CONFIG_FIELDS and k != "dataset"})
+    options = RunOptions(**{k: v for k, v in values.items() if k in RUN_OPTION_FIELDS})
+    return validate(config), validate_run_options(options)

@@ -59,7 +59,7 @@ def predict_images(workdir: str, generation: Optional[int], paths: Sequence[str]
     model = get_model(info["model_name"], info["num_classes"], dtype)
     variables = train.replicate(arrays["variables"])
     mean, std = np.asarray(info["mean"], np.float32), np.asarray(info["std"], np.float32)
-    probs = train.predict_probs(model, variables, images, mean, std, batch_size)
+    probs = train.predict_probs(train.make_predict(model), variables, images, mean, std, batch_size)
     return files, probs, list(info["class_names"]), info["generation"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, Optional
 
 import jax
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lr_jax import checkpoints, losses, train
-from lr_jax.config import Config
+from lr_jax.config import Config, RunOptions
 from lr_jax.data import Splits
 from lr_jax.models import get_model
 
@@ -22,7 +23,6 @@ class Generation:
     generation: int
     model_name: str
     trained_on: str  # "ground truth" or "generation k" (the refinery that made its labels)
-    targets: np.ndarray  # (num_train, C) label distributions it trained on (precomputed mode)
     soft_labels: np.ndarray  # (num_train, C) its softmax on the un-augmented training images
     val_probs: np.ndarray
     test_probs: Optional[np.ndarray]
@@ -74,9 +74,73 @@ def evaluate_generation(
     }
 
 
+@dataclasses.dataclass
+class ChainContext:
+    """What every generation of one chain shares, built once: the training split on the devices, and the
+    compiled functions and optimizer of each architecture (so generations with equal settings reuse them)."""
+
+    config: Config
+    splits: Splits
+    data: train.DeviceData  # targets are swapped per generation
+    plan: train.LoopPlan
+    eval_batch_size: int
+    programs: dict = dataclasses.field(default_factory=dict)
+
+    def program(self, name: str, build: Callable):
+        """The program called `name`, built by `build()` the first time it is asked for."""
+        if name not in self.programs:
+            self.programs[name] = build()
+        return self.programs[name]
+
+
+def make_context(config: Config, splits: Splits, run: RunOptions) -> ChainContext:
+    """Copies the training split onto the devices and fixes the step loop's shape for the whole chain."""
+    devices = jax.device_count()  # global: with several processes each computes its own slice of a batch
+    train.check_batch_divides(config.batch_size, devices)
+    steps = train.steps_per_epoch(len(splits.train_images), config.batch_size)
+    data = train.device_data(splits.train_images, splits.train_labels,
+                             np.zeros((len(splits.train_labels), splits.num_classes), np.float32),
+                             splits.mean, splits.std)
+    plan = train.LoopPlan(config.epochs, steps, config.batch_size, run.checkpoint_every)
+    return ChainContext(config, splits, data, plan, run.eval_batch_size)
+
+
+def _model(context: ChainContext, name: str):
+    dtype = jnp.bfloat16 if context.config.dtype == "bfloat16" else jnp.float32
+    return get_model(name, context.splits.num_classes, dtype)
+
+
+def _init(context: ChainContext, name: str) -> Callable:
+    """key -> a fresh TrainState of architecture `name`, with the chain's one optimizer."""
+    tx = context.program("optimizer", lambda: train.make_optimizer(context.config, context.plan.steps_per_epoch))
+    shape = context.splits.train_images.shape[1:]
+    return context.program(f"init {name}", lambda: train.make_init(_model(context, name), shape, tx))
+
+
+def _step(context: ChainContext, name: str, refinery_name: Optional[str]) -> tuple[Callable, bool]:
+    """(the train step of architecture `name` refined by `refinery_name`, whether it calls the refinery).
+    Precomputed labels never call the refinery: such steps leave it out, so every generation shares one."""
+    options = train.step_options(context.config, jax.device_count(), len(context.splits.train_images),
+                                 refined=refinery_name is not None)
+    refinery_model = _model(context, refinery_name) if options.uses_refinery else None
+    key = f"step {name} {options} {refinery_name if options.uses_refinery else None}"
+    step_fn = context.program(key, lambda: train.make_train_step(_model(context, name), refinery_model, options))
+    return step_fn, options.uses_refinery
+
+
+def predict_all(context: ChainContext, name: str, variables: dict) -> tuple:
+    """(soft labels on the un-augmented training images, validation probs, test probs or None)."""
+    predict_fn = context.program(f"predict {name}", lambda: train.make_predict(_model(context, name)))
+    replicated = train.replicate(variables)
+    splits = context.splits
+    predict = lambda images: train.predict_probs(predict_fn, replicated, images, splits.mean, splits.std,
+                                                 context.eval_batch_size)
+    test = None if splits.test_images is None else predict(splits.test_images)
+    return predict(splits.train_images), predict(splits.val_images), test
+
+
 def run_generation(
-    config: Config,
-    splits: Splits,
+    context: ChainContext,
     gen: int,
     targets: np.ndarray,
     previous: list[Generation],
@@ -87,31 +151,22 @@ def run_generation(
     """Initialises a fresh model, trains it on `targets` (or on the previous generation's per-crop labels in
     online mode), and predicts soft labels for every un-augmented training image. With `checkpoint_dir`,
     training saves its state there and resumes from it."""
+    config, splits = context.config, context.splits
     model_name = model_for_generation(config, gen)
-    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-    model = get_model(model_name, splits.num_classes, dtype)
     init_key, train_key = jax.random.split(generation_key(config.seed, gen))
-    steps_per_epoch = len(splits.train_images) // config.batch_size
-    state = train.create_train_state(
-        init_key, model, splits.train_images.shape[1:], train.make_optimizer(config, steps_per_epoch)
-    )
-    refinery, refinery_variables = None, None
-    if previous:
-        refinery = get_model(previous[-1].model_name, splits.num_classes, dtype)
-        refinery_variables = previous[-1].variables
+    state = _init(context, model_name)(init_key)
+    refinery_name = previous[-1].model_name if previous else None
+    step_fn, uses_refinery = _step(context, model_name, refinery_name)
+    data = context.data.replace(targets=train.replicate(np.asarray(targets, np.float32)))
     state, stats = train.train_generation(
-        state, model, config, splits.train_images, splits.train_labels, targets, splits.mean, splits.std,
-        train_key, refinery=refinery, refinery_variables=refinery_variables, log=log, progress=progress,
-        checkpoint_dir=checkpoint_dir,
+        state, step_fn, data, train_key, context.plan,
+        refinery_variables=previous[-1].variables if uses_refinery else None, checkpoint_dir=checkpoint_dir,
+        log=log, progress_bar=progress,
     )
     variables = train.variables_of(state)
-    replicated = train.replicate(variables)
-    predict = lambda images: train.predict_probs(
-        model, replicated, images, splits.mean, splits.std, config.eval_batch_size
-    )
-    soft_labels = predict(splits.train_images)
-    val_probs = predict(splits.val_images)
-    test_probs = None if splits.test_images is None else predict(splits.test_images)
+    start = time.perf_counter()
+    soft_labels, val_probs, test_probs = predict_all(context, model_name, variables)
+    stats["overhead_seconds"]["predict"] = time.perf_counter() - start
     metrics = evaluate_generation(gen, splits, soft_labels, val_probs, test_probs, previous)
     metrics.update(
         model=model_name,
@@ -119,12 +174,12 @@ def run_generation(
         label_mode=config.label_mode if previous else "ground truth",
         train_seconds=stats["train_seconds"],
         images_per_second=stats["images_per_second"],
+        overhead_seconds=stats["overhead_seconds"],
         epochs=stats["epochs"],
     )
     return Generation(
-        generation=gen, model_name=model_name, trained_on=metrics["trained_on"], targets=targets,
-        soft_labels=soft_labels, val_probs=val_probs, test_probs=test_probs, variables=variables,
-        metrics=metrics,
+        generation=gen, model_name=model_name, trained_on=metrics["trained_on"], soft_labels=soft_labels,
+        val_probs=val_probs, test_probs=test_probs, variables=variables, metrics=metrics,
     )
 
 
@@ -156,10 +211,10 @@ def generation_info(result: Generation, config: Config, splits: Splits) -> dict:
     }
 
 
-def generation_from_saved(gen: int, arrays: dict, info: dict, targets: np.ndarray) -> Generation:
-    """A Generation rebuilt from its checkpoint (`targets`: the labels it was trained on, for the record)."""
+def generation_from_saved(gen: int, arrays: dict, info: dict) -> Generation:
+    """A Generation rebuilt from its checkpoint."""
     return Generation(
-        generation=gen, model_name=info["model_name"], trained_on=info["trained_on"], targets=targets,
+        generation=gen, model_name=info["model_name"], trained_on=info["trained_on"],
         soft_labels=arrays["soft_labels"], val_probs=arrays["val_probs"], test_probs=arrays.get("test_probs"),
         variables=arrays["variables"], metrics=info["metrics"],
     )
@@ -171,7 +226,7 @@ def reused_refinery(refinery_workdir: str, splits: Splits, log: Callable[[str], 
     checkpoints.check_same_data(refinery_workdir, splits)
     arrays, info = checkpoints.load_generation(refinery_workdir)
     source_generation = info["metrics"]["generation"]
-    reused = generation_from_saved(1, arrays, info, targets=arrays["soft_labels"])
+    reused = generation_from_saved(1, arrays, info)
     reused.trained_on = f"{info['trained_on']} (reused: {refinery_workdir} generation {source_generation})"
     reused.metrics = {**info["metrics"], "generation": 1, "trained_on": reused.trained_on,
                       "train_seconds": 0.0, "epochs": []}
@@ -188,36 +243,42 @@ def run_chain(
     on_generation: Optional[Callable[[Generation, list[Generation]], None]] = None,
     finished: Optional[list[Generation]] = None,
     workdir: Optional[str] = None,
+    run: Optional[RunOptions] = None,
 ) -> list[Generation]:
     """Runs generations len(finished)+1 .. config.generations; generation k+1 trains on generation k's labels.
 
     The label array is an explicit value threaded through the loop: `targets` for the next generation is the
     `soft_labels` array this generation predicted on the un-augmented training images. With `workdir`, each
     finished generation is saved under it (and reloaded instead of retrained on a rerun), and training
-    checkpoints let an interrupted generation continue from its last saved step."""
+    checkpoints (every `run.checkpoint_every` steps) let an interrupted generation continue from its last one."""
+    run = run or RunOptions()
     chain = list(finished or [])
     if not chain and config.refinery_workdir:
         chain = [reused_refinery(config.refinery_workdir, splits, log)]
     targets = chain[-1].soft_labels if chain else ground_truth_targets(splits, config)
+    context = None  # built when the first generation needs training: a fully reloaded chain needs no devices
     store = checkpoints.open_manager(checkpoints.finished_dir(workdir)) if workdir else None
     try:
         for gen in range(len(chain) + 1, config.generations + 1):
             saved = checkpoints.restore_generation(store, gen, log) if store is not None else None
             if saved is not None:
-                result = generation_from_saved(gen, *saved, targets)
+                result = generation_from_saved(gen, *saved)
                 log(f"generation {gen}/{config.generations}: reloaded from {store.directory}/{gen} (not retrained)")
             else:
                 log(f"generation {gen}/{config.generations}: training {model_for_generation(config, gen)} on "
                     f"{'ground truth' if not chain else 'labels of generation ' + str(chain[-1].generation)}")
+                context = context or make_context(config, splits, run)
                 checkpoint_dir = checkpoints.training_dir(workdir, gen) if workdir else None
                 try:
-                    result = run_generation(config, splits, gen, targets, chain, log=log, progress=progress,
+                    result = run_generation(context, gen, targets, chain, log=log, progress=progress,
                                             checkpoint_dir=checkpoint_dir)
                 except train.NonFiniteLossError as error:
                     raise train.NonFiniteLossError(f"generation {gen}: {error}") from None
                 if store is not None:
+                    start = time.perf_counter()
                     checkpoints.save_generation(store, gen, generation_arrays(result),
                                                 generation_info(result, config, splits))
+                    result.metrics["overhead_seconds"]["save_generation"] = time.perf_counter() - start
             chain.append(result)
             if on_generation is not None and saved is None:
                 on_generation(result, chain)

@@ -16,10 +16,10 @@ import numpy as np
 from lr_jax import config as config_lib
 from lr_jax import results
 
-# Config fields that name where a run lives or how it was started, not what it measures: runs whose configs
-# differ only in these (and in `seed`) are seeds of one configuration. `refinery_workdir` counts only as
-# "a refinery was reused or not", since each seed usually reuses its own.
-NOT_SETTINGS = ("seed", "workdir", "data_dir", "preset")
+# Runs whose configs differ only in the seed are seeds of one configuration (run options, config.RunOptions, were
+# never part of a configuration; older results.json files that hold them in "config" are read without them).
+# `refinery_workdir` counts only as "a refinery was reused or not", since each seed usually reuses its own.
+NOT_SETTINGS = ("seed", *config_lib.RUN_OPTION_FIELDS)
 
 # (results.json key, Markdown title, kind); kind picks the number format.
 METRICS = (
@@ -139,7 +139,7 @@ def load_label_summary(workdir: str) -> dict:
 
 
 def settings_of(config: dict) -> dict:
-    """The settings that make a configuration: the config without paths, preset name and seed."""
+    """The settings that make a configuration: the config without run options and seed."""
     settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
     if "refinery_workdir" in settings:
         settings["refinery_workdir"] = settings["refinery_workdir"] is not None

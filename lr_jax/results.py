@@ -66,12 +66,14 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def results_payload(config, dataset_info: dict, generations: list[dict], complete: bool, wall_seconds: float,
-                    session_wall_seconds: Optional[float] = None):
-    """The results.json document. `wall_seconds` sums every invocation of a resumed run (see
-    `previous_wall_seconds`); `session_wall_seconds` is this invocation's share."""
+def results_payload(config, run_options, dataset_info: dict, generations: list[dict], complete: bool,
+                    wall_seconds: float, session_wall_seconds: Optional[float] = None):
+    """The results.json document: `config` (what defines the results), `run` (where and how it ran), the data,
+    per-generation rows. `wall_seconds` sums every invocation of a resumed run (see `previous_wall_seconds`);
+    `session_wall_seconds` is this invocation's share."""
     return {
         "config": dataclasses.asdict(config),
+        "run": dataclasses.asdict(run_options),
         "dataset": dataset_info,
         "complete": complete,
         "wall_seconds": wall_seconds,

@@ -26,17 +26,17 @@ import os, signal, sys
 from lr_jax import train
 from lr_jax.experiments import runner
 kill_before_call = int(sys.argv[1])
-compiled = train.compiled_train_step
+make_train_step = train.make_train_step
 calls = [0]
 def counting(*key):
-    step = compiled(*key)
+    step = make_train_step(*key)
     def run_step(*args):
         calls[0] += 1
         if calls[0] == kill_before_call:
             os.kill(os.getpid(), signal.SIGKILL)
         return step(*args)
     return run_step
-train.compiled_train_step = counting
+train.make_train_step = counting
 runner.main("cifar10", sys.argv[2:])
 """
 

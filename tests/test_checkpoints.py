@@ -97,7 +97,7 @@ def tiny_splits(seed=0, num_train=8):
 
 
 def record_of(**config):
-    base = {"model": "tiny_cnn", "epochs": 2, "seed": 0, "workdir": "w", "generations": 2, "checkpoint_every": 5}
+    base = {"model": "tiny_cnn", "epochs": 2, "seed": 0, "generations": 2}
     return checkpoints.run_record({**base, **config}, tiny_splits())
 
 
@@ -105,7 +105,7 @@ def test_workdir_config_check(tmp_path):
     workdir = str(tmp_path / "run")
     assert checkpoints.prepare_workdir(workdir, record_of(), False, print) is False
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"] == "tiny_cnn"
-    # Where things live, how often to save and how many generations may change: the run resumes.
+    # The number of generations may change: the run resumes; so may run options that older records hold.
     same = record_of(workdir="elsewhere", generations=5, checkpoint_every=1, data_dir="/moved")
     assert checkpoints.prepare_workdir(workdir, same, False, print) is True
     with pytest.raises(checkpoints.CheckpointError, match=r"different configuration \(epochs, model differ: "

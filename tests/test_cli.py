@@ -69,7 +69,13 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
     returned = runner.run("cifar10", ["--data_dir", str(data_dir), "--workdir", str(workdir), *TINY_RUN])
     results = check_results(workdir, has_test=False, num_train=4 * 20 - 16)
     assert returned == results
-    assert results["config"]["data_dir"] == str(data_dir) and results["config"]["seed"] == 3
+    assert results["run"]["data_dir"] == str(data_dir) and results["config"]["seed"] == 3
+    # What defines the results and where/how the run executed are recorded apart.
+    from lr_jax import config as config_lib
+
+    assert set(results["config"]) == set(config_lib.CONFIG_FIELDS)
+    assert set(results["run"]) == set(config_lib.RUN_OPTION_FIELDS)
+    assert json.loads((workdir / "config.json").read_text()).keys() == {*config_lib.CONFIG_FIELDS, "data"}
     assert (workdir / "labels_summary.npz").exists() and (workdir / "log.txt").exists()
 
 

@@ -142,7 +142,7 @@ def test_notebook_runs_end_to_end_on_cpu(dataset, image_folder, kernel_environme
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "4 devices: [CpuDevice(id=0)" in printed  # the kernel sees every simulated device
     payload = json.loads((workdir / "seed0" / "results.json").read_text())
-    assert payload["config"]["dataset"] == dataset and payload["config"]["preset"] == "tiny"
+    assert payload["config"]["dataset"] == dataset and payload["run"]["preset"] == "tiny"
     assert payload["complete"] and [g["generation"] for g in payload["generations"]] == [1, 2]
     assert payload["dataset"]["devices"] == 4 and payload["dataset"]["num_test"] == 24
 

@@ -26,7 +26,7 @@ def saved_run(tmp_path_factory):
     splits = Splits(train_images, np.arange(10) % 5, train_images[:5], np.arange(5), None, None, CLASS_NAMES,
                     MEAN, STD)
     probs = np.full((10, 5), 0.2, np.float32)
-    result = refinery.Generation(1, "tiny_cnn", "ground truth", probs, probs, probs[:5], None, variables,
+    result = refinery.Generation(1, "tiny_cnn", "ground truth", probs, probs[:5], None, variables,
                                  {"generation": 1})
     manager = checkpoints.open_manager(checkpoints.finished_dir(str(workdir)))
     checkpoints.save_generation(manager, 1, refinery.generation_arrays(result),

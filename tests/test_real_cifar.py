@@ -3,7 +3,7 @@
 import math
 
 from lr_jax import refinery
-from lr_jax.config import Config
+from lr_jax.config import Config, RunOptions
 from lr_jax.data import make_dataset, make_splits
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -16,8 +16,9 @@ def test_short_run_on_real_cifar10_learns(lossless_cifar):
     data = make_dataset("cifar10", CIFAR10_CLASSES, (images, labels), source="first4000-lossless.npz")
     splits = make_splits(data, val_size=500, train_size=512, seed=0)
     config = Config(model="resnet8", generations=1, epochs=5, batch_size=64, learning_rate=0.1,
-                    warmup_epochs=1.0, eval_batch_size=500, seed=0)
-    [generation] = refinery.run_chain(config, splits, log=lambda line: None, progress=False)
+                    warmup_epochs=1.0, seed=0)
+    [generation] = refinery.run_chain(config, splits, log=lambda line: None, progress=False,
+                                      run=RunOptions(eval_batch_size=500))
     metrics = generation.metrics
     assert metrics["val_accuracy"] > 0.2, metrics
     assert metrics["train_accuracy"] > 0.2, metrics

@@ -31,9 +31,10 @@ def write_run(workdir, rows, dataset="cifar10", generations=2, summary_images=No
     """A run folder written by results.write_results (and write_label_summary when summary_images is given)."""
     values = dict(model="small_cnn", generations=generations, workdir=str(workdir))
     values.update(settings)
-    config = config_lib.Config(dataset=dataset, **values)
+    config = config_lib.Config(dataset=dataset, **{k: v for k, v in values.items() if k in config_lib.CONFIG_FIELDS})
+    run_options = config_lib.RunOptions(**{k: v for k, v in values.items() if k in config_lib.RUN_OPTION_FIELDS})
     info = {"description": "synthetic", "class_names": CLASSES, "devices": 4, "platform": "cpu"}
-    payload = results.results_payload(config, info, rows, len(rows) == generations, 12.5)
+    payload = results.results_payload(config, run_options, info, rows, len(rows) == generations, 12.5)
     results.write_results(str(workdir), payload)
     if summary_images is not None:
         rng = np.random.default_rng(config.seed)
@@ -218,9 +219,11 @@ def test_command_line_errors_exit_2(tmp_path, capsys):
 
 
 def test_settings_that_count_and_those_that_do_not():
-    settings = report.settings_of(dataclasses.asdict(config_lib.Config(seed=3, workdir="w", data_dir="d",
-                                                                        refinery_workdir="r")))
-    assert not {"seed", "workdir", "data_dir", "preset"} & set(settings)
+    # An older results.json held run options in its config: they never count.
+    old = {**dataclasses.asdict(config_lib.Config(seed=3, refinery_workdir="r")), "workdir": "w", "data_dir": "d",
+           "cache_dir": "c", "checkpoint_every": 7, "eval_batch_size": 9, "preset": "cpu"}
+    settings = report.settings_of(old)
+    assert not {"seed", *config_lib.RUN_OPTION_FIELDS} & set(settings)
     assert settings["refinery_workdir"] is True and settings["model"] == "resnet20"
 
 

@@ -38,13 +38,14 @@ def run_steps(setup, num_devices):
     """STEPS train steps on the first `num_devices` devices; returns per-device states and metrics."""
     model, state, data, order = setup
     devices = jax.local_devices()[:num_devices]
-    options = train.StepOptions(global_batch=GLOBAL_BATCH, num_devices=num_devices, crop_padding=2)
-    step_fn = train.compiled_train_step(model, None, options)
+    options = train.StepOptions(global_batch=GLOBAL_BATCH, num_devices=num_devices, steps_per_epoch=STEPS,
+                                crop_padding=2)
+    step_fn = train.make_train_step(model, None, options)
     rep = lambda tree: train.replicate(tree, devices=devices)
     rep_state, rep_data, rep_order, rep_key = rep(state), rep(data), rep(order), rep(jax.random.PRNGKey(7))
     history = []
-    for step in range(STEPS):
-        rep_state, metrics = step_fn(rep_state, rep_data, rep_order, rep(np.int32(step)), rep_key, None)
+    for _ in range(STEPS):  # the step number lives in the state: nothing else changes between calls
+        rep_state, metrics = step_fn(rep_state, rep_data, rep_order, rep_key, None)
         history.append(jax.device_get(metrics))
     return jax.device_get(rep_state), history
 
@@ -72,32 +73,74 @@ def test_four_devices_match_one_device_on_the_same_global_batch(setup):
     assert moved(first(one.batch_stats), initial.batch_stats) > 1e-3
 
 
-def test_batch_that_does_not_divide_by_the_devices_is_an_error(setup):
-    model, state, data, _ = setup
+def test_batch_that_does_not_divide_by_the_devices_is_an_error():
     train.check_batch_divides(GLOBAL_BATCH, 4)  # divides: no error
     with pytest.raises(ValueError, match=r"--batch_size=18 does not divide by the 4 devices"):
         train.check_batch_divides(18, 4)
-    config = Config(model="tiny_cnn", epochs=1, batch_size=18)
     with pytest.raises(ValueError, match=r"--batch_size=18 .*multiple of 4"):
-        train.train_generation(state, model, config, data.images, data.labels, data.targets, data.mean,
-                               data.std, jax.random.PRNGKey(0), log=lambda line: None, progress=False)
+        train.step_options(Config(model="tiny_cnn", epochs=1, batch_size=18), 4, NUM_TRAIN, refined=False)
+    with pytest.raises(ValueError, match=r"--batch_size=64 is larger than the 48 training images"):
+        train.step_options(Config(model="tiny_cnn", epochs=1, batch_size=64), 4, NUM_TRAIN, refined=False)
+
+
+def train_two_epochs(setup, checkpoint_every=0, log=None, checkpoint_dir=None):
+    model, state, data, _ = setup
+    config = Config(model="tiny_cnn", epochs=2, batch_size=GLOBAL_BATCH, crop_padding=1, flip=False)
+    options = train.step_options(config, 4, NUM_TRAIN, refined=False)
+    plan = train.LoopPlan(config.epochs, options.steps_per_epoch, GLOBAL_BATCH, checkpoint_every)
+    replicated = train.device_data(data.images, data.labels, data.targets, data.mean, data.std)
+    return train.train_generation(state, train.make_train_step(model, None, options), replicated,
+                                  jax.random.PRNGKey(1), plan, log=log or (lambda line: None), progress_bar=False,
+                                  checkpoint_dir=checkpoint_dir)
 
 
 def test_train_generation_compiles_the_step_once(setup, monkeypatch):
     """Two epochs of several steps each trace the step function exactly once (no per-step retracing)."""
-    model, state, data, _ = setup
-    train.compiled_train_step.cache_clear()
+    _, state, _, _ = setup
     monkeypatch.setattr(train, "train_step", chex.assert_max_traces(train.train_step, n=1))
-    config = Config(model="tiny_cnn", epochs=2, batch_size=GLOBAL_BATCH, crop_padding=1, flip=False)
     lines = []
-    try:
-        final, stats = train.train_generation(state, model, config, data.images, data.labels, data.targets,
-                                              data.mean, data.std, jax.random.PRNGKey(1), log=lines.append,
-                                              progress=False)
-    finally:
-        train.compiled_train_step.cache_clear()  # drop the step built on the counting wrapper
+    final, stats = train_two_epochs(setup, log=lines.append)
     assert int(final.step) == 2 * (NUM_TRAIN // GLOBAL_BATCH)
     chex.assert_trees_all_equal_shapes(final.params, state.params)
     assert [h["epoch"] for h in stats["epochs"]] == [1, 2]
     assert all(np.isfinite(h["loss"]) for h in stats["epochs"]) and stats["images_per_second"] > 0
     assert len(lines) == 2 and "epoch 2/2" in lines[1]
+    assert set(stats["overhead_seconds"]) == {"compile", "sync", "checkpoint"}
+    assert stats["overhead_seconds"]["compile"] > 0 and stats["overhead_seconds"]["checkpoint"] == 0
+
+
+def test_sync_points_change_no_result(setup, tmp_path):
+    """Syncing and saving every step (checkpoint_every=1) trains exactly what syncing once per epoch does, and
+    the per-epoch images/s counts only the timed training steps."""
+    once, stats = train_two_epochs(setup)
+    every, every_stats = train_two_epochs(setup, checkpoint_every=1, checkpoint_dir=str(tmp_path / "ckpt"))
+    chex.assert_trees_all_equal(train.variables_of(every), train.variables_of(once))
+    assert [h["loss"] for h in every_stats["epochs"]] == [h["loss"] for h in stats["epochs"]]
+    assert every_stats["overhead_seconds"]["checkpoint"] > 0
+    for history in (stats["epochs"], every_stats["epochs"]):
+        for entry in history:
+            assert entry["images_per_second"] * entry["seconds"] == pytest.approx(
+                GLOBAL_BATCH * (NUM_TRAIN // GLOBAL_BATCH - (entry["epoch"] == 1)))
+
+
+def test_loop_plan_syncs_at_epoch_ends_and_checkpoint_multiples():
+    plan = train.LoopPlan(epochs=2, steps_per_epoch=5, global_batch=8, checkpoint_every=3)
+    syncs, step = [], 0
+    while step < plan.total_steps:
+        step = plan.next_sync(step)
+        syncs.append(step)
+    assert syncs == [3, 5, 6, 9, 10]
+    assert train.LoopPlan(2, 5, 8).next_sync(0) == 5 and train.LoopPlan(2, 5, 8).next_sync(5) == 10
+
+
+@pytest.mark.parametrize("warmup_epochs", [0.0, 2.0])
+def test_piecewise_schedule_drops_at_half_and_three_quarters_of_training(warmup_epochs):
+    config = Config(epochs=8, learning_rate=0.1, schedule="piecewise", warmup_epochs=warmup_epochs)
+    schedule = train.learning_rate_schedule(config, steps_per_epoch=10)  # 80 steps: drops at 40 and 60
+    assert float(schedule(39)) == pytest.approx(0.1)
+    assert float(schedule(40)) == pytest.approx(0.01)
+    assert float(schedule(59)) == pytest.approx(0.01)
+    assert float(schedule(60)) == pytest.approx(0.001)
+    assert float(schedule(0)) == pytest.approx(0.0 if warmup_epochs else 0.1)
+    if warmup_epochs:
+        assert float(schedule(10)) == pytest.approx(0.05)

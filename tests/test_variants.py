@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lr_jax import losses, refinery, train
-from lr_jax.config import Config
+from lr_jax.config import Config, RunOptions
 from lr_jax.data import make_dataset, make_splits
 from lr_jax.models import get_model
 
@@ -26,28 +26,40 @@ def splits():
     return make_splits(data, val_size=16, train_size=None, seed=0)
 
 
+RUN = RunOptions(eval_batch_size=64)
+
+
 def tiny_config(**overrides) -> Config:
     base = dict(model="tiny_cnn", epochs=1, batch_size=16, learning_rate=0.05, generations=2, val_size=16,
-                eval_batch_size=64, warmup_epochs=0.0)
+                warmup_epochs=0.0)
     base.update(overrides)
     return Config(**base)
+
+
+def run_chain(config, splits):
+    return refinery.run_chain(config, splits, log=lambda _: None, progress=False, run=RUN)
 
 
 @pytest.fixture(scope="module")
 def teacher(splits):
     """A generation-1 model trained on ground truth: the refinery for the tests below."""
-    config = tiny_config(generations=1)
-    return refinery.run_chain(config, splits, log=lambda _: None, progress=False)[0]
+    return run_chain(tiny_config(generations=1), splits)[0]
 
 
-def student_after_one_epoch(splits, config, targets, teacher):
+def student_after_one_epoch(splits, config, targets, teacher, devices=None):
+    """A student trained for one epoch (as generation 2) on `targets` with `teacher` as its refinery, on the
+    first `devices` local devices (default: all)."""
+    devices = jax.local_devices()[:devices]
     model = get_model(config.model, NUM_CLASSES)
+    options = train.step_options(config, len(devices), len(splits.train_images), refined=True)
     state = train.create_train_state(jax.random.PRNGKey(7), model, splits.train_images.shape[1:],
-                                     train.make_optimizer(config, len(splits.train_images) // config.batch_size))
-    state, _ = train.train_generation(
-        state, model, config, splits.train_images, splits.train_labels, targets, splits.mean, splits.std,
-        jax.random.PRNGKey(8), refinery=get_model(teacher.model_name, NUM_CLASSES),
-        refinery_variables=teacher.variables, log=lambda _: None, progress=False)
+                                     train.make_optimizer(config, options.steps_per_epoch))
+    step_fn = train.make_train_step(model, get_model(teacher.model_name, NUM_CLASSES), options)
+    data = train.device_data(splits.train_images, splits.train_labels, targets, splits.mean, splits.std, devices)
+    plan = train.LoopPlan(config.epochs, options.steps_per_epoch, config.batch_size)
+    state, _ = train.train_generation(state, step_fn, data, jax.random.PRNGKey(8), plan,
+                                      refinery_variables=teacher.variables, log=lambda _: None,
+                                      progress_bar=False, devices=devices)
     return state
 
 
@@ -78,20 +90,41 @@ def test_refinery_is_frozen_during_student_training(splits, teacher):
     chex.assert_trees_all_equal(teacher.variables, before)
 
 
+@pytest.mark.parametrize("label_mode", ["precomputed", "online"])
+def test_adversarial_jitter_gives_the_same_student_on_one_and_four_devices(splits, teacher, label_mode):
+    """Jittering is defined on the global batch: which examples move, and the student's BatchNorm statistics
+    in the jitter pass, do not depend on the device count (a global batch of 16 jitters 5 of them: on 4
+    devices that is all of device 0's and one of device 1's)."""
+    config = tiny_config(adversarial_jitter=0.3, jitter_epsilon=8 / 255, label_mode=label_mode)
+    assert train.step_options(config, 4, len(splits.train_images), refined=True).num_jittered == 5
+    one = student_after_one_epoch(splits, config, teacher.soft_labels, teacher, devices=1)
+    four = student_after_one_epoch(splits, config, teacher.soft_labels, teacher, devices=4)
+    chex.assert_trees_all_close(four.params, one.params, atol=2e-5, rtol=2e-4)
+    chex.assert_trees_all_close(four.batch_stats, one.batch_stats, atol=2e-5, rtol=2e-4)
+    # And it changes training: without jitter the student ends elsewhere.
+    plain = student_after_one_epoch(splits, dataclasses.replace(config, adversarial_jitter=0.0), teacher.soft_labels,
+                                    teacher, devices=1)
+    differences = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+        lambda a, b: float(jnp.max(jnp.abs(a - b))), plain.params, one.params))
+    assert max(differences) > 1e-5
+
+
 def test_cross_architecture_chain_threads_labels(splits):
+    from test_chain import run_recorded
+
     config = tiny_config(model="tiny_cnn", refinery_model="small_cnn", generations=3)
-    chain = refinery.run_chain(config, splits, log=lambda _: None, progress=False)
+    chain, calls = run_recorded(config, splits, RUN)
     assert [g.model_name for g in chain] == ["small_cnn", "tiny_cnn", "tiny_cnn"]
     assert [g.metrics["trained_on"] for g in chain] == ["ground truth", "generation 1", "generation 2"]
     assert [g.metrics["model"] for g in chain] == ["small_cnn", "tiny_cnn", "tiny_cnn"]
-    np.testing.assert_array_equal(chain[0].targets, np.eye(NUM_CLASSES, dtype=np.float32)[splits.train_labels])
-    for previous, current in zip(chain, chain[1:]):
-        np.testing.assert_array_equal(current.targets, previous.soft_labels)
+    np.testing.assert_array_equal(calls[0]["targets"], np.eye(NUM_CLASSES, dtype=np.float32)[splits.train_labels])
+    for previous, current in zip(chain, calls[1:]):
+        np.testing.assert_array_equal(current["targets"], previous.soft_labels)
     # The refinery's labels come from the refinery's own architecture.
     small = get_model("small_cnn", NUM_CLASSES)
-    recomputed = train.predict_probs(small, train.replicate(chain[0].variables), splits.train_images,
-                                     splits.mean, splits.std, 64)
-    np.testing.assert_allclose(chain[1].targets, recomputed, atol=1e-6)
+    recomputed = train.predict_probs(train.make_predict(small), train.replicate(chain[0].variables),
+                                     splits.train_images, splits.mean, splits.std, 64)
+    np.testing.assert_allclose(calls[1]["targets"], recomputed, atol=1e-6)
 
 
 def test_adversarial_jitter_bounded_and_raises_loss():
@@ -154,7 +187,7 @@ def optax_ce(logits, labels):
 def test_variants_run_on_four_devices(splits, variant):
     assert jax.local_device_count() == 4
     config = tiny_config(**variant)
-    chain = refinery.run_chain(config, splits, log=lambda _: None, progress=False)
+    chain = run_chain(config, splits)
     assert len(chain) == 2
     for generation in chain:
         assert np.isfinite(generation.metrics["val_accuracy"])
@@ -178,11 +211,13 @@ def test_refinery_workdir_reuses_a_trained_refinery(tmp_path):
     config = Config(**{**dataclasses.asdict(tiny_config()), "batch_size": 8, "val_size": 8, "seed": 3,
                        "model": "tiny_cnn", "refinery_workdir": str(refinery_dir), "generations": 2})
     splits = make_splits(load_dataset("cifar10", str(data_dir)), config.val_size, None, config.seed)
-    chain = refinery.run_chain(config, splits, log=lambda _: None, progress=False)
-    assert len(chain) == 2
+    from test_chain import run_recorded
+
+    chain, calls = run_recorded(config, splits, RUN)
+    assert len(chain) == 2 and len(calls) == 1
     assert "reused" in chain[0].metrics["trained_on"]
     assert chain[0].metrics["train_seconds"] == 0.0
-    np.testing.assert_array_equal(chain[1].targets, saved["soft_labels"])
+    np.testing.assert_array_equal(calls[0]["targets"], saved["soft_labels"])
 
     # The CLI records the reuse, and refuses a refinery trained on another split.
     student_dir = tmp_path / "student"

@@ -49,7 +49,7 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
         description=f"Label Refinery chain on {dataset}: generation 1 learns the ground truth, each later "
         "generation a fresh model trained on the previous one's soft labels.",
     )
-    for field in dataclasses.fields(config_lib.Config):
+    for field in (*dataclasses.fields(config_lib.Config), *dataclasses.fields(config_lib.RunOptions)):
         if field.name == "dataset":
             continue
         flag = "--" + field.name
@@ -104,8 +104,8 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     progress = not args.pop("no_progress")
     overwrite = args.pop("overwrite")
     try:
-        config = config_lib.build_config(dataset, args)
-        distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
+        config, options = config_lib.build_config(dataset, args)
+        distributed.initialize(options.coordinator_address, options.num_processes, options.process_id)
         import jax
 
         train.check_batch_divides(config.batch_size, jax.device_count())
@@ -115,7 +115,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     early_lines: list = []  # logged before the workdir exists; written into its log.txt later
     log = make_logger(None, main_process, early_lines)
     start = time.perf_counter()
-    data = load_dataset(config.dataset, config.data_dir, svhn_extra=config.svhn_extra, cache_dir=config.cache_dir,
+    data = load_dataset(config.dataset, options.data_dir, svhn_extra=config.svhn_extra, cache_dir=options.cache_dir,
                         log=log)
     splits = make_splits(data, config.val_size, config.train_size, config.seed)
     train_counts = class_counts(splits.train_labels, splits.num_classes)
@@ -130,14 +130,14 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     import jax
 
     record = checkpoints.run_record(dataclasses.asdict(config), splits)
-    resuming = checkpoints.prepare_workdir(config.workdir, record, overwrite, log)
-    log = make_logger(config.workdir, main_process, early_lines)
+    resuming = checkpoints.prepare_workdir(options.workdir, record, overwrite, log)
+    log = make_logger(options.workdir, main_process, early_lines)
     earlier_wall_seconds = 0.0
     if resuming:
-        log(f"resuming the run in {config.workdir}")
-        earlier_wall_seconds = results.previous_wall_seconds(config.workdir)
+        log(f"resuming the run in {options.workdir}")
+        earlier_wall_seconds = results.previous_wall_seconds(options.workdir)
     log(f"devices: {jax.device_count()} x {jax.devices()[0].platform} in {jax.process_count()} process(es); "
-        f"config: {dataclasses.asdict(config)}")
+        f"config: {dataclasses.asdict(config)}; run options: {dataclasses.asdict(options)}")
     dataset_info = {
         "description": description,
         "source": data.source,
@@ -153,26 +153,26 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     def save(_, chain):
         if not main_process:
             return
-        results.write_label_summary(config.workdir, splits, chain)
+        results.write_label_summary(options.workdir, splits, chain)
         rows = [g.metrics for g in chain]
         complete = len(chain) == config.generations
         session = time.perf_counter() - start
-        payload = results.results_payload(config, dataset_info, rows, complete, earlier_wall_seconds + session,
-                                          session_wall_seconds=session)
-        results.write_results(config.workdir, payload)
+        payload = results.results_payload(config, options, dataset_info, rows, complete,
+                                          earlier_wall_seconds + session, session_wall_seconds=session)
+        results.write_results(options.workdir, payload)
 
     try:
         chain = refinery.run_chain(config, splits, log=log, progress=progress and main_process, on_generation=save,
-                                   workdir=config.workdir)
+                                   workdir=options.workdir, run=options)
     except (train.NonFiniteLossError, checkpoints.CheckpointError) as error:
         log(f"error: {error}", echo=False)  # main() prints it
         raise
     save(None, chain)  # also when every generation was reloaded
     rows = [g.metrics for g in chain]
     log("\n" + results.markdown_table(rows))
-    log(f"wall time {time.perf_counter() - start:.1f} s (this invocation); results in {os.path.join(config.workdir, 'results.json')}")
+    log(f"wall time {time.perf_counter() - start:.1f} s (this invocation); results in {os.path.join(options.workdir, 'results.json')}")
     distributed.barrier("results_written")
-    return results.load_results(config.workdir)
+    return results.load_results(options.workdir)
 
 
 def main(dataset: str, argv: Optional[Sequence[str]] = None) -> None:
