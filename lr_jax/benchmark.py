@@ -1,68 +1,99 @@
-"""`python -m lr_jax.benchmark`: images/s of the pmapped train step (and prediction) on synthetic data."""
+"""`python -m lr_jax.benchmark`: images/s of the pmapped train step and of prediction, on synthetic data.
+
+Prints the devices and the XLA:CPU convolution path in use (lr_jax.xla_cpu); `--profile DIR` writes a
+jax.profiler trace of the timed train steps (open it with TensorBoard's profile plugin or Perfetto)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
+from typing import Optional
 
 import jax
 import numpy as np
 
-from lr_jax import train
+from lr_jax import train, xla_cpu
 from lr_jax.config import Config
 from lr_jax.models import get_model
 
 
+def _timed(function, steps: int, profile_dir: Optional[str] = None) -> float:
+    """Seconds for `steps` calls of `function` after one untimed warm-up call (compilation); with
+    `profile_dir`, the timed calls are traced there."""
+    jax.block_until_ready(function())
+    tracing = jax.profiler.trace(profile_dir, create_perfetto_trace=True) if profile_dir else contextlib.nullcontext()
+    with tracing:
+        start = time.perf_counter()
+        for _ in range(steps - 1):
+            function()
+        jax.block_until_ready(function())
+        return time.perf_counter() - start
+
+
 def benchmark(model_name: str, batch_size: int, steps: int, label_mode: str = "precomputed",
-              image_size: int = 32, num_classes: int = 10, adversarial_jitter: float = 0.0) -> dict:
-    """Times `steps` train steps after one warm-up (compilation) step; returns images/s."""
+              image_size: int = 32, num_classes: int = 10, adversarial_jitter: float = 0.0,
+              dtype: str = "float32", profile_dir: Optional[str] = None) -> dict:
+    """Times `steps` train steps and `steps` prediction batches of `batch_size` after a warm-up each."""
     devices = jax.local_device_count()
-    train.check_batch_divides(batch_size, devices)
     rng = np.random.default_rng(0)
     num_images = batch_size * 4
     images = rng.integers(0, 256, (num_images, image_size, image_size, 3), dtype=np.uint8)
     labels = rng.integers(0, num_classes, num_images).astype(np.int32)
     targets = np.eye(num_classes, dtype=np.float32)[labels]
     config = Config(model=model_name, batch_size=batch_size, epochs=1, label_mode=label_mode,
-                    adversarial_jitter=adversarial_jitter)
-    model = get_model(model_name, num_classes)
-    options = train.step_options(config, devices, num_images, refined=True)
+                    adversarial_jitter=adversarial_jitter, dtype=dtype)
+    options = train.step_options(config, devices, num_images, refined=True)  # what a refined generation runs
+    model = get_model(model_name, num_classes, train.compute_dtype(dtype))
     state = train.create_train_state(jax.random.PRNGKey(0), model, images.shape[1:],
                                      train.make_optimizer(config, options.steps_per_epoch))
-    refinery = model if options.uses_refinery else None
-    step_fn = train.make_train_step(model, refinery, options)
-    data = train.replicate(train.DeviceData(images, labels, targets, np.full(3, 0.5, np.float32),
-                                            np.full(3, 0.25, np.float32)))
-    rep_refinery = train.replicate(train.variables_of(state)) if refinery is not None else None
-    rep_state = train.replicate(state)
-    order = train.replicate(np.arange(num_images, dtype=np.int32))
-    key = train.replicate(jax.random.PRNGKey(1))
-    rep_state, metrics = step_fn(rep_state, data, order, key, rep_refinery)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-        rep_state, metrics = step_fn(rep_state, data, order, key, rep_refinery)
-    jax.block_until_ready(metrics)
-    seconds = time.perf_counter() - start
+    step_fn = train.make_train_step(model, model if options.uses_refinery else None, options)
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
+    data = train.device_data(images, labels, targets, mean, std)
+    variables = train.replicate(train.variables_of(state))
+    args = [train.replicate(state), data, train.replicate(np.arange(num_images, dtype=np.int32)),
+            train.replicate(jax.random.PRNGKey(1)), variables if options.uses_refinery else None]
+
+    def one_step():
+        args[0], metrics = step_fn(*args)
+        return metrics
+
+    train_seconds = _timed(one_step, steps, profile_dir)
+    predict_fn = train.make_predict(model)
+    batch = train.replicate(np.asarray(mean)), train.replicate(np.asarray(std))
+    shards = images[:batch_size].reshape(devices, batch_size // devices, *images.shape[1:])
+    predict_seconds = _timed(lambda: predict_fn(variables, shards, *batch), steps)
     return {"model": model_name, "batch_size": batch_size, "devices": devices, "label_mode": label_mode,
-            "adversarial_jitter": adversarial_jitter, "steps": steps, "seconds": seconds,
-            "images_per_second": steps * batch_size / seconds}
+            "adversarial_jitter": adversarial_jitter, "dtype": dtype, "steps": steps,
+            "train_images_per_second": steps * batch_size / train_seconds,
+            "predict_images_per_second": steps * batch_size / predict_seconds}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet20", help="comma-separated model names")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch_size", type=int, default=128, help="global batch, split over the devices")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (after one warm-up step)")
     parser.add_argument("--label_modes", default="precomputed", help="comma-separated: precomputed,online")
     parser.add_argument("--adversarial_jitter", type=float, default=0.0)
-    args = parser.parse_args()
-    print(f"{jax.local_device_count()} x {jax.devices()[0].platform} ({jax.devices()[0].device_kind})")
+    parser.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16")
+    parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the timed train steps")
+    args = parser.parse_args(argv)
+    if args.profile:  # XLA:CPU records each thunk (op) in the trace only when asked, before the backend starts
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_enable_xprof_traceme=true".strip()
+    device = jax.devices()[0]
+    print(f"{jax.local_device_count()} x {device.platform} ({device.device_kind}); XLA:CPU path: {xla_cpu.path()}")
     for model_name in args.models.split(","):
         for mode in args.label_modes.split(","):
-            r = benchmark(model_name, args.batch_size, args.steps, mode, adversarial_jitter=args.adversarial_jitter)
-            print(f"{r['model']:>10} batch {r['batch_size']} {r['label_mode']:>11} jitter {r['adversarial_jitter']}: "
-                  f"{r['images_per_second']:.0f} images/s ({r['steps']} steps in {r['seconds']:.2f} s)")
+            for dtype in args.dtypes.split(","):
+                r = benchmark(model_name, args.batch_size, args.steps, mode, adversarial_jitter=args.adversarial_jitter,
+                              dtype=dtype, profile_dir=args.profile)
+                print(f"{r['model']:>10} batch {r['batch_size']} {r['label_mode']:>11} {dtype:>8} jitter "
+                      f"{r['adversarial_jitter']}: train {r['train_images_per_second']:.0f} images/s, predict "
+                      f"{r['predict_images_per_second']:.0f} images/s ({r['steps']} steps)")
+    if args.profile:
+        print(f"trace written under {args.profile} (tensorboard --logdir {args.profile}, or ui.perfetto.dev)")
 
 
 if __name__ == "__main__":

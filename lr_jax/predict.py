@@ -41,8 +41,6 @@ def predict_images(workdir: str, generation: Optional[int], paths: Sequence[str]
     """Decodes the images and runs saved generation `generation` (None: the newest) of the run in `workdir`.
 
     Returns (files, probs (N, C) float32, class_names, generation)."""
-    import jax.numpy as jnp
-
     from lr_jax import train
     from lr_jax.models import get_model
 
@@ -55,8 +53,7 @@ def predict_images(workdir: str, generation: Optional[int], paths: Sequence[str]
             f"{files[0]}: image is {images.shape[1:]} (H, W, C) but generation {info['generation']} of {workdir} "
             f"was trained on {expected} images"
         )
-    dtype = jnp.bfloat16 if info["dtype"] == "bfloat16" else jnp.float32
-    model = get_model(info["model_name"], info["num_classes"], dtype)
+    model = get_model(info["model_name"], info["num_classes"], train.compute_dtype(info["dtype"]))
     variables = train.replicate(arrays["variables"])
     mean, std = np.asarray(info["mean"], np.float32), np.asarray(info["std"], np.float32)
     probs = train.predict_probs(train.make_predict(model), variables, images, mean, std, batch_size)

@@ -106,8 +106,7 @@ def make_context(config: Config, splits: Splits, run: RunOptions) -> ChainContex
 
 
 def _model(context: ChainContext, name: str):
-    dtype = jnp.bfloat16 if context.config.dtype == "bfloat16" else jnp.float32
-    return get_model(name, context.splits.num_classes, dtype)
+    return get_model(name, context.splits.num_classes, train.compute_dtype(context.config.dtype))
 
 
 def _init(context: ChainContext, name: str) -> Callable:

@@ -72,6 +72,11 @@ class StepOptions:
         return self.label_mode == "online" or self.num_jittered > 0
 
 
+def compute_dtype(name: str):
+    """The jnp dtype of a `--dtype` name (float32 or bfloat16)."""
+    return jnp.bfloat16 if name == "bfloat16" else jnp.float32
+
+
 def check_batch_divides(global_batch: int, num_devices: int, flag: str = "--batch_size") -> None:
     """A global batch must split evenly over the devices: never drop examples silently."""
     if global_batch % num_devices:
