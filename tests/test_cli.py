@@ -110,3 +110,18 @@ def test_help_documents_the_flags():
     for flag in ("--data_dir", "--workdir", "--generations", "--epochs", "--model", "--batch_size",
                  "--learning_rate", "--seed", "--train_size", "--val_size", "--preset"):
         assert flag in done.stdout, flag
+
+
+def test_boolean_flags_are_spelled_with_underscores_like_every_other_flag(capsys):
+    parser = runner.build_parser("cifar10")
+    for name in ("augment", "flip", "svhn_extra"):
+        assert getattr(parser.parse_args([]), name) is None  # unset: the preset or dataset default applies
+        assert getattr(parser.parse_args([f"--{name}"]), name) is True
+        assert getattr(parser.parse_args([f"--no_{name}"]), name) is False
+        for refused in ([f"--no-{name}"], [f"--{name}", f"--no_{name}"]):
+            with pytest.raises(SystemExit):
+                parser.parse_args(refused)
+    assert "not allowed with argument --augment" in capsys.readouterr().err
+    long_flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    assert "--no_progress" in long_flags and "--no_augment" in long_flags
+    assert [flag for flag in long_flags if "-" in flag[2:]] == []
