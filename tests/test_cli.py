@@ -15,8 +15,8 @@ from lr_jax.experiments import runner
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = ("airplane", "cat", "dog", "ship")  # sorted, so class id = position
-GENERATION_KEYS = ("generation", "val_accuracy", "test_accuracy", "train_accuracy", "label_entropy",
-                   "label_agreement", "train_seconds", "images_per_second")
+GENERATION_KEYS = ("generation", "val_accuracy", "test_accuracy", "train_accuracy", "train_val_gap",
+                   "train_test_gap", "label_entropy", "label_agreement", "train_seconds", "images_per_second")
 TINY_RUN = ["--model", "tiny_cnn", "--generations", "2", "--epochs", "1", "--batch_size", "16",
             "--val_size", "16", "--eval_batch_size", "64", "--seed", "3", "--no_progress"]
 
@@ -49,10 +49,12 @@ def check_results(workdir: pathlib.Path, has_test: bool, num_train: int) -> dict
         assert set(GENERATION_KEYS) <= set(row), f"missing {set(GENERATION_KEYS) - set(row)}"
         for key in ("val_accuracy", "train_accuracy", "label_agreement"):
             assert 0.0 <= row[key] <= 1.0, (key, row[key])
+        assert row["train_val_gap"] == pytest.approx(row["train_accuracy"] - row["val_accuracy"])
         if has_test:
             assert 0.0 <= row["test_accuracy"] <= 1.0
+            assert row["train_test_gap"] == pytest.approx(row["train_accuracy"] - row["test_accuracy"])
         else:
-            assert row["test_accuracy"] is None
+            assert row["test_accuracy"] is None and row["train_test_gap"] is None
         assert 0.0 <= row["label_entropy"] <= math.log(len(CLASSES)) + 1e-6
         assert row["train_seconds"] > 0 and row["images_per_second"] > 0
     assert rows[0]["trained_on"] == "ground truth" and rows[1]["trained_on"] == "generation 1"
