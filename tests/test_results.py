@@ -81,7 +81,9 @@ def test_code_version_is_null_outside_git_and_without_git(tmp_path, monkeypatch)
     assert results.code_version(str(REPO_ROOT)) == {"commit": None, "dirty": None}
 
 
-@pytest.mark.skipif(not HAS_GIT or not (REPO_ROOT / ".git").exists(), reason="not a git checkout")
+@pytest.mark.skipif(not HAS_GIT or not (REPO_ROOT / ".git").exists()
+                    or pathlib.Path(results.SOURCE_ROOT).resolve() != REPO_ROOT,
+                    reason="not a git checkout, or lr_jax imported from an installed copy")
 def test_results_payload_records_this_checkout_and_the_library_versions():
     import chex
     import flax
