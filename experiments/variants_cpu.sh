@@ -5,12 +5,14 @@
 set -euo pipefail
 data_dir=${1:?usage: variants_cpu.sh DATA_DIR [RUNS_DIR]}
 runs=${2:-runs/variants}
+mkdir -p "$runs"  # also its parent folder, where "$runs.log" goes
 common=(--data_dir "$data_dir" --preset cpu --train_size 5000 --epochs 6 --generations 3 --seed 0 --no_progress)
+# resnet20_refinery: ResNet-20 with 1x1 projection shortcuts, as in the committed results (experiments/README).
 declare -A variants=(
   [precomputed]=""
   [online]="--label_mode online"
   [online_train_bn]="--label_mode online --refinery_bn train"
-  [resnet20_refinery]="--refinery_model resnet20"
+  [resnet20_refinery]="--refinery_model resnet20_proj"
   [jitter]="--adversarial_jitter 0.25 --jitter_epsilon 0.0078431"
   [kd_t2_gt05]="--temperature 2 --gt_weight 0.5"
   [label_smoothing]="--label_smoothing 0.1"

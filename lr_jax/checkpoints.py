@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -282,8 +283,12 @@ def _data_fingerprint(splits) -> dict:
 
 
 def run_record(config_dict: dict, splits) -> dict:
-    """What config.json holds: the configuration and, under 'data', a fingerprint of the data it ran on."""
-    return json.loads(json.dumps({**config_dict, "data": _data_fingerprint(splits)}))
+    """What config.json holds: the configuration, under 'data' a fingerprint of the data it ran on, and for the
+    CIFAR ResNets 'resnet_shortcuts' (they had 1x1 projections before, now He et al.'s option A, so a workdir
+    saved by the older code is refused instead of failing to restore)."""
+    resnets = [config_dict.get(key) for key in ("model", "refinery_model")]
+    option_a = {"resnet_shortcuts": "A"} if any(re.fullmatch(r"resnet\d+", str(m)) for m in resnets) else {}
+    return json.loads(json.dumps({**config_dict, **option_a, "data": _data_fingerprint(splits)}))
 
 
 def _recorded(workdir: str) -> Optional[dict]:

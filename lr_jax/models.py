@@ -1,4 +1,5 @@
-"""Classifier architectures (CIFAR ResNets, wide ResNets, a small CPU convnet) and the name registry."""
+"""Classifier architectures (CIFAR ResNets, wide ResNets, a small CPU convnet), the name registry, and the pmap
+axis name `AXIS` that BatchNorm averages over."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+AXIS = "batch"  # the pmap axis name over which BatchNorm averages its batch statistics while training
 # He et al. use the "fan-out" He-normal initialisation for convolutions.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -16,7 +18,7 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 class _Norm(nn.Module):
     """BatchNorm whose batch statistics are averaged over the pmap axis when training."""
 
-    axis_name: Optional[str] = "batch"
+    axis_name: Optional[str] = AXIS
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -35,7 +37,7 @@ class _ResidualBlock(nn.Module):
 
     filters: int
     strides: int = 1
-    axis_name: Optional[str] = "batch"
+    axis_name: Optional[str] = AXIS
     dtype: Any = jnp.float32
 
     def layer_factories(self):
@@ -45,8 +47,18 @@ class _ResidualBlock(nn.Module):
         return conv, norm
 
 
+def zero_pad_shortcut(x: jax.Array, filters: int, strides: int) -> jax.Array:
+    """He et al.'s parameter-free shortcut (option A): `x` subsampled by `strides`, zero channels appended."""
+    x = x[:, ::strides, ::strides]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, filters - x.shape[-1])))
+
+
 class BasicBlock(_ResidualBlock):
-    """Post-activation 3x3/3x3 residual block of the CIFAR ResNets (He et al. 2016)."""
+    """Post-activation 3x3/3x3 residual block of the CIFAR ResNets (He et al. 2016). Where the width or stride
+    changes, the shortcut is option A (zero-padded identity, no parameters) or, with `projection`, a 1x1
+    convolution + BatchNorm (option B)."""
+
+    projection: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -56,18 +68,23 @@ class BasicBlock(_ResidualBlock):
         y = conv(self.filters, (3, 3))(y)
         y = norm()(y, train)
         if x.shape[-1] != self.filters or self.strides != 1:
-            x = conv(self.filters, (1, 1), (self.strides, self.strides))(x)
-            x = norm()(x, train)
+            if self.projection:
+                x = conv(self.filters, (1, 1), (self.strides, self.strides))(x)
+                x = norm()(x, train)
+            else:
+                x = zero_pad_shortcut(x, self.filters, self.strides)
         return nn.relu(x + y)
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 images: a 3x3 stem, three stages of n blocks at 16/32/64 channels."""
+    """ResNet-(6n+2) for 32x32 images: a 3x3 stem, three stages of n blocks at 16/32/64 channels; shortcuts as
+    He et al. (zero-padded identity) or, with `projection`, 1x1 convolutions."""
 
     blocks_per_stage: int
     num_classes: int
     widths: Sequence[int] = (16, 32, 64)
-    axis_name: Optional[str] = "batch"
+    projection: bool = False
+    axis_name: Optional[str] = AXIS
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -77,7 +94,7 @@ class CifarResNet(nn.Module):
         for stage, width in enumerate(self.widths):
             for block in range(self.blocks_per_stage):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(width, strides, self.axis_name, self.dtype)(x, train)
+                x = BasicBlock(width, strides, self.axis_name, self.dtype, projection=self.projection)(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=jnp.float32)(x.astype(jnp.float32))
 
@@ -104,7 +121,7 @@ class WideResNet(nn.Module):
     depth: int
     widen_factor: int
     num_classes: int
-    axis_name: Optional[str] = "batch"
+    axis_name: Optional[str] = AXIS
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -134,7 +151,7 @@ class SmallConvNet(nn.Module):
     num_classes: int
     widths: Sequence[int] = (32, 64, 128, 256)
     logit_scale: float = 0.125  # max-pooled features are large; airbench scales its logits likewise
-    axis_name: Optional[str] = "batch"
+    axis_name: Optional[str] = AXIS
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -149,12 +166,11 @@ class SmallConvNet(nn.Module):
         return logits * self.logit_scale
 
 
+CIFAR_RESNET_DEPTHS = (8, 20, 32, 56, 110)  # 6n + 2
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "resnet8": functools.partial(CifarResNet, 1),
-    "resnet20": functools.partial(CifarResNet, 3),
-    "resnet32": functools.partial(CifarResNet, 5),
-    "resnet56": functools.partial(CifarResNet, 9),
-    "resnet110": functools.partial(CifarResNet, 18),
+    **{f"resnet{depth}": functools.partial(CifarResNet, (depth - 2) // 6) for depth in CIFAR_RESNET_DEPTHS},
+    **{f"resnet{depth}_proj": functools.partial(CifarResNet, (depth - 2) // 6, projection=True)
+       for depth in CIFAR_RESNET_DEPTHS},
     "wrn16_4": functools.partial(WideResNet, 16, 4),
     "wrn28_10": functools.partial(WideResNet, 28, 10),
     "small_cnn": SmallConvNet,

@@ -52,11 +52,14 @@ def model_for_generation(config: Config, generation: int) -> str:
 def evaluate_generation(
     gen: int, splits: Splits, soft_labels, val_probs, test_probs, previous: list[Generation]
 ) -> dict:
-    """Per-generation metrics: accuracies, the train-minus-test gap, label statistics, the ensemble."""
+    """Per-generation metrics: accuracies, the train-minus-validation and train-minus-test gaps (None without
+    that split), label statistics, the ensemble. `label_agreement`: how often the argmax of `soft_labels` (this
+    generation's softmax on the un-augmented training images) equals the argmax of the labels it trained on:
+    the ground truth for generation 1 (so it equals the train accuracy), else the previous generation's."""
     train_accuracy = accuracy(soft_labels, splits.train_labels)
     val_accuracy = accuracy(val_probs, splits.val_labels)
     test_accuracy = accuracy(test_probs, splits.test_labels)
-    held_out = test_accuracy if test_accuracy is not None else val_accuracy
+    teacher_labels = np.argmax(previous[-1].soft_labels, -1) if previous else splits.train_labels
     ensemble_val = np.mean([g.val_probs for g in previous] + [val_probs], axis=0)
     ensemble_test = (
         None if test_probs is None else np.mean([g.test_probs for g in previous] + [test_probs], axis=0)
@@ -66,9 +69,10 @@ def evaluate_generation(
         "val_accuracy": val_accuracy,
         "test_accuracy": test_accuracy,
         "train_accuracy": train_accuracy,
-        "train_test_gap": None if held_out is None else train_accuracy - held_out,
+        "train_val_gap": None if val_accuracy is None else train_accuracy - val_accuracy,
+        "train_test_gap": None if test_accuracy is None else train_accuracy - test_accuracy,
         "label_entropy": float(np.mean(np.asarray(losses.label_entropy(jnp.asarray(soft_labels))))),
-        "label_agreement": train_accuracy,  # argmax of the labels it produced vs ground truth
+        "label_agreement": accuracy(soft_labels, teacher_labels),
         "ensemble_val_accuracy": accuracy(ensemble_val, splits.val_labels),
         "ensemble_test_accuracy": accuracy(ensemble_test, splits.test_labels),
     }

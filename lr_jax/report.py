@@ -21,22 +21,6 @@ from lr_jax import results
 # `refinery_workdir` counts only as "a refinery was reused or not", since each seed usually reuses its own.
 NOT_SETTINGS = ("seed", *config_lib.RUN_OPTION_FIELDS)
 
-# (results.json key, Markdown title, kind); kind picks the number format.
-METRICS = (
-    ("val_accuracy", "val acc %", "percent"),
-    ("test_accuracy", "test acc %", "percent"),
-    ("train_accuracy", "train acc %", "percent"),
-    ("train_test_gap", "train-test gap (points)", "points"),
-    ("label_entropy", "label entropy (nats)", "nats"),
-    ("label_agreement", "label agreement %", "percent"),
-    ("ensemble_val_accuracy", "ensemble val acc %", "percent"),
-    ("ensemble_test_accuracy", "ensemble test acc %", "percent"),
-    ("train_seconds", "train s", "seconds"),
-    ("images_per_second", "images/s", "rate"),
-)
-# label_agreement equals train_accuracy (the argmax of the labels a generation produced, against the ground
-# truth), so the Markdown tables leave it out; the CSV keeps every metric.
-MARKDOWN_SKIPS = ("label_agreement",)
 ACCURACIES = (("val_accuracy", "validation"), ("test_accuracy", "test"))
 PLOTS = ("accuracy", "train_vs_test", "label_examples", "label_entropy")  # <out>/<name>.png, in this order
 LABEL_SUMMARY = "labels_summary.npz"
@@ -74,39 +58,12 @@ class Report:
 # Reading runs.
 
 
-def _is_number(value) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-
-
-def check_payload(payload, path: str) -> dict:
-    """Raises ValueError naming `path` unless `payload` has the results.json fields the report reads."""
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(payload).__name__}")
-    config = payload.get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("dataset"), str) or "seed" not in config:
-        raise ValueError(f"{path}: no 'config' object with 'dataset' and 'seed' (not written by lr_jax?)")
-    generations = payload.get("generations")
-    if not isinstance(generations, list) or not generations:
-        raise ValueError(f"{path}: no finished generation in 'generations'")
-    seen = set()
-    for index, row in enumerate(generations):
-        if not isinstance(row, dict) or not isinstance(row.get("generation"), int):
-            raise ValueError(f"{path}: generations[{index}] has no integer 'generation'")
-        if row["generation"] in seen:
-            raise ValueError(f"{path}: generation {row['generation']} appears twice")
-        seen.add(row["generation"])
-        for key, _, _ in METRICS:
-            if not _is_number(row.get(key)):
-                raise ValueError(f"{path}: generation {row['generation']}: {key}={row[key]!r} is not a number")
-    return payload
-
-
 def load_run(workdir: str) -> Run:
     """Reads and checks `workdir/results.json`; errors name the folder or file."""
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"{workdir}: no such run folder")
     payload = results.load_results(workdir)
-    return Run(workdir=workdir, payload=check_payload(payload, os.path.join(workdir, "results.json")))
+    return Run(workdir=workdir, payload=results.check_payload(payload, os.path.join(workdir, "results.json")))
 
 
 def load_label_summary(workdir: str) -> dict:
@@ -208,7 +165,7 @@ def generation_rows(runs: list[Run]) -> list[dict]:
     for generation in sorted(by_generation):
         finished = by_generation[generation]
         row = {"generation": generation, "seeds": len(finished)}
-        row.update({key: stat([r.get(key) for r in finished]) for key, _, _ in METRICS})
+        row.update({key: stat([r.get(key) for r in finished]) for key, _, _ in results.METRICS})
         rows.append(row)
     return rows
 
@@ -252,12 +209,9 @@ def format_stat(value: Optional[Stat], kind: str) -> str:
     """'85.12 ± 0.31' style; '-' when missing; no '±' for a single seed."""
     if value is None:
         return "-"
-    scale = 100.0 if kind in ("percent", "points") else 1.0
-    digits = {"percent": 2, "points": 2, "nats": 4, "seconds": 1, "rate": 0}[kind]
-    sign = "+" if kind == "points" else ""
-    text = f"{value.mean * scale:{sign}.{digits}f}"
+    text = results.format_metric(value.mean, kind)
     if value.std is not None:
-        text += f" ± {value.std * scale:.{digits}f}"
+        text += f" ± {results.format_metric(value.std, kind, signed=False)}"
     return text
 
 
@@ -286,8 +240,7 @@ def headline_table(report: Report, key: str) -> Optional[str]:
 
 def configuration_table(configuration: Configuration) -> str:
     """One row per generation; metrics missing from every run are left out."""
-    columns = [(key, title, kind) for key, title, kind in METRICS
-               if key not in MARKDOWN_SKIPS and any(row[key] is not None for row in configuration.rows)]
+    columns = results.present_metrics(configuration.rows)
     lines = ["| gen | seeds | " + " | ".join(title for _, title, _ in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for row in configuration.rows:
@@ -311,8 +264,10 @@ def markdown_report(report: Report) -> str:
         "",
         f"{total} runs in {len(report.configurations)} configurations. Accuracies in %, as mean ± sample "
         "standard deviation (n - 1) over seeds; the number in parentheses (or the `seeds` column) is how many "
-        "runs finished that generation. The train-test gap is train accuracy minus test accuracy (validation "
-        "accuracy where there is no test split), in percentage points.",
+        "runs finished that generation. The train-val (train-test) gap is train accuracy minus validation (test) "
+        "accuracy, in percentage points. Label agreement: how often a generation's argmax on the un-augmented "
+        "training images matches the argmax of the labels it trained on (ground truth for generation 1, so there "
+        "it is the train accuracy; the previous generation's labels after that).",
     ]
     for key, name in ACCURACIES:
         table = headline_table(report, key)
@@ -344,13 +299,13 @@ def csv_report(report: Report) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["dataset", "configuration", "generation", "seeds"]
-    for key, _, _ in METRICS:
+    for key, _, _ in results.METRICS:
         header += [f"{key}_mean", f"{key}_std"]
     writer.writerow(header)
     for configuration in report.configurations:
         for row in configuration.rows:
             line = [report.dataset, configuration.label, row["generation"], row["seeds"]]
-            for key, _, _ in METRICS:
+            for key, _, _ in results.METRICS:
                 value = row[key]
                 line += ["", ""] if value is None else [repr(value.mean), "" if value.std is None else repr(value.std)]
             writer.writerow(line)

@@ -17,8 +17,7 @@ from flax.training import train_state
 
 from lr_jax import augment, checkpoints, losses
 from lr_jax.config import Config
-
-AXIS = "batch"  # the pmap axis name; BatchNorm statistics and gradients are averaged over it
+from lr_jax.models import AXIS  # the pmap axis name; BatchNorm statistics and gradients are averaged over it
 
 
 class TrainState(train_state.TrainState):

@@ -1,5 +1,7 @@
 """The refinery chain threads labels: each generation trains on what the previous one predicted; runs repeat."""
 
+import types
+
 import chex
 import jax
 import numpy as np
@@ -132,13 +134,33 @@ def test_metrics_follow_from_the_predictions(recorded, splits):
         m = gen.metrics
         assert m["generation"] == number
         train_acc = np.mean(gen.soft_labels.argmax(-1) == splits.train_labels)
-        assert m["train_accuracy"] == pytest.approx(train_acc) and m["label_agreement"] == pytest.approx(train_acc)
+        assert m["train_accuracy"] == pytest.approx(train_acc)
+        # Agreement with the labels it trained on: ground truth, then the previous generation's argmax.
+        teacher = splits.train_labels if number == 1 else chain[number - 2].soft_labels.argmax(-1)
+        assert m["label_agreement"] == pytest.approx(np.mean(gen.soft_labels.argmax(-1) == teacher))
         assert m["val_accuracy"] == pytest.approx(np.mean(gen.val_probs.argmax(-1) == splits.val_labels))
         assert m["test_accuracy"] == pytest.approx(np.mean(gen.test_probs.argmax(-1) == splits.test_labels))
         assert m["train_test_gap"] == pytest.approx(m["train_accuracy"] - m["test_accuracy"])
+        assert m["train_val_gap"] == pytest.approx(m["train_accuracy"] - m["val_accuracy"])
         entropy = -(gen.soft_labels * np.log(np.clip(gen.soft_labels, 1e-30, 1))).sum(-1).mean()
         assert m["label_entropy"] == pytest.approx(entropy, rel=1e-5)
         assert 0.0 < m["label_entropy"] < np.log(CLASSES)
+
+
+def test_label_agreement_measures_the_student_against_its_teachers_labels_not_the_ground_truth():
+    """A teacher wrong on half the images, a student that copies it: agreement 1, train accuracy 0.5. Without a
+    test split the train-test gap is None, not silently the train-validation gap."""
+    labels = np.array([0, 1, 2, 3], np.int32)
+    splits = types.SimpleNamespace(train_labels=labels, val_labels=labels[:2], test_labels=None)
+    teacher_says = np.eye(CLASSES, dtype=np.float32)[[0, 1, 3, 2]]  # right, right, wrong, wrong
+    teacher = types.SimpleNamespace(soft_labels=teacher_says, val_probs=np.eye(CLASSES)[[0, 0]], test_probs=None)
+    student = 0.7 * teacher_says + 0.075  # same argmax as the teacher, softer
+    m = refinery.evaluate_generation(2, splits, student, np.eye(CLASSES)[[0, 1]], None, [teacher])
+    assert m["label_agreement"] == 1.0 and m["train_accuracy"] == 0.5
+    assert m["train_val_gap"] == pytest.approx(0.5 - 1.0) and m["train_test_gap"] is None
+    assert m["ensemble_val_accuracy"] == 0.5 and m["ensemble_test_accuracy"] is None
+    first = refinery.evaluate_generation(1, splits, teacher_says, np.eye(CLASSES)[[0, 1]], None, [])
+    assert first["label_agreement"] == first["train_accuracy"] == 0.5  # generation 1 trained on ground truth
 
 
 def test_every_generation_starts_from_a_fresh_initialisation(recorded):

@@ -15,8 +15,8 @@ from lr_jax.experiments import runner
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = ("airplane", "cat", "dog", "ship")  # sorted, so class id = position
-GENERATION_KEYS = ("generation", "val_accuracy", "test_accuracy", "train_accuracy", "label_entropy",
-                   "label_agreement", "train_seconds", "images_per_second")
+GENERATION_KEYS = ("generation", "val_accuracy", "test_accuracy", "train_accuracy", "train_val_gap",
+                   "train_test_gap", "label_entropy", "label_agreement", "train_seconds", "images_per_second")
 TINY_RUN = ["--model", "tiny_cnn", "--generations", "2", "--epochs", "1", "--batch_size", "16",
             "--val_size", "16", "--eval_batch_size", "64", "--seed", "3", "--no_progress"]
 
@@ -49,10 +49,12 @@ def check_results(workdir: pathlib.Path, has_test: bool, num_train: int) -> dict
         assert set(GENERATION_KEYS) <= set(row), f"missing {set(GENERATION_KEYS) - set(row)}"
         for key in ("val_accuracy", "train_accuracy", "label_agreement"):
             assert 0.0 <= row[key] <= 1.0, (key, row[key])
+        assert row["train_val_gap"] == pytest.approx(row["train_accuracy"] - row["val_accuracy"])
         if has_test:
             assert 0.0 <= row["test_accuracy"] <= 1.0
+            assert row["train_test_gap"] == pytest.approx(row["train_accuracy"] - row["test_accuracy"])
         else:
-            assert row["test_accuracy"] is None
+            assert row["test_accuracy"] is None and row["train_test_gap"] is None
         assert 0.0 <= row["label_entropy"] <= math.log(len(CLASSES)) + 1e-6
         assert row["train_seconds"] > 0 and row["images_per_second"] > 0
     assert rows[0]["trained_on"] == "ground truth" and rows[1]["trained_on"] == "generation 1"
@@ -116,3 +118,18 @@ def test_help_documents_the_flags():
     for flag in ("--data_dir", "--workdir", "--generations", "--epochs", "--model", "--batch_size",
                  "--learning_rate", "--seed", "--train_size", "--val_size", "--preset"):
         assert flag in done.stdout, flag
+
+
+def test_boolean_flags_are_spelled_with_underscores_like_every_other_flag(capsys):
+    parser = runner.build_parser("cifar10")
+    for name in ("augment", "flip", "svhn_extra"):
+        assert getattr(parser.parse_args([]), name) is None  # unset: the preset or dataset default applies
+        assert getattr(parser.parse_args([f"--{name}"]), name) is True
+        assert getattr(parser.parse_args([f"--no_{name}"]), name) is False
+        for refused in ([f"--no-{name}"], [f"--{name}", f"--no_{name}"]):
+            with pytest.raises(SystemExit):
+                parser.parse_args(refused)
+    assert "not allowed with argument --augment" in capsys.readouterr().err
+    long_flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    assert "--no_progress" in long_flags and "--no_augment" in long_flags
+    assert [flag for flag in long_flags if "-" in flag[2:]] == []

@@ -186,3 +186,16 @@ def test_fashion_mnist_chain_runs_on_grey_28x28_images(tmp_path, lossless_cifar)
     results = runner.run("fashion_mnist", cli_args(tmp_path, idx, "--generations", "1"))
     assert results["dataset"]["num_train"] == 256 and results["dataset"]["num_val"] == 64
     assert "IDX files" in results["dataset"]["source"] and results["complete"]
+
+
+def test_read_speed_reads_the_sources_it_is_given_and_has_no_default(sources, capsys):
+    from lr_jax.data import read_speed
+
+    with pytest.raises(SystemExit) as exit_info:  # no source named: argparse's usage error, not a guessed path
+        read_speed.main([])
+    assert exit_info.value.code == 2 and "the following arguments are required: sources" in capsys.readouterr().err
+    _, path = sources["png folder"]
+    read_speed.main([str(path)])
+    out = capsys.readouterr().out
+    assert f"{path}: 200 images via image folder tree {path}" in out
+    assert "second read (cache)" in out

@@ -9,7 +9,8 @@ import pytest
 from data_fixtures import FASHION_CLASSES, truncate, write_idx, write_idx_dataset
 from lr_jax import data as data_lib
 from lr_jax.data import DataError, load_dataset
-from lr_jax.data.fashion_mnist import DEBIAN_DIR
+
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist installs the IDX files
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The model registry: every name builds, gives (B, num_classes) logits, and has the expected size."""
+"""The model registry: every name builds, gives (B, num_classes) logits, and has the expected size; the CIFAR
+ResNets' shortcuts are He et al.'s (parameter-free) or, as `resnet*_proj`, 1x1 projections."""
 
 import chex
 import jax
@@ -21,14 +22,15 @@ def abstract_variables(model, image_shape=(32, 32, 3)):
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), train=False))
 
 
-def cifar_resnet_params(blocks_per_stage: int, classes: int) -> int:
-    """ResNet-(6n+2) with 1x1-projection shortcuts: conv kernels, BatchNorm scale+bias, final dense."""
+def cifar_resnet_params(blocks_per_stage: int, classes: int, projection: bool = False) -> int:
+    """ResNet-(6n+2): conv kernels, BatchNorm scale+bias, final dense; with `projection`, a 1x1 conv + BatchNorm
+    on each shortcut that changes width (He et al.'s own shortcuts there are parameter-free)."""
     total = 3 * 3 * 3 * 16 + 2 * 16  # stem conv + BN
     in_ch = 16
     for width in (16, 32, 64):
         for _ in range(blocks_per_stage):
             total += 9 * in_ch * width + 2 * width + 9 * width * width + 2 * width
-            if in_ch != width:
+            if in_ch != width and projection:
                 total += in_ch * width + 2 * width
             in_ch = width
     return total + 64 * classes + classes
@@ -49,11 +51,8 @@ def wide_resnet_params(depth: int, k: int, classes: int) -> int:
 
 
 EXPECTED_PARAMS = {
-    "resnet8": cifar_resnet_params(1, CLASSES),
-    "resnet20": cifar_resnet_params(3, CLASSES),
-    "resnet32": cifar_resnet_params(5, CLASSES),
-    "resnet56": cifar_resnet_params(9, CLASSES),
-    "resnet110": cifar_resnet_params(18, CLASSES),
+    **{f"resnet{6 * n + 2}": cifar_resnet_params(n, CLASSES) for n in (1, 3, 5, 9, 18)},
+    **{f"resnet{6 * n + 2}_proj": cifar_resnet_params(n, CLASSES, projection=True) for n in (1, 3, 5, 9, 18)},
     "wrn16_4": wide_resnet_params(16, 4, CLASSES),
     "wrn28_10": wide_resnet_params(28, 10, CLASSES),
 }
@@ -71,12 +70,46 @@ def test_every_registered_model_has_the_right_output_shape(name):
 
 
 def test_parameter_counts_match_the_papers():
-    """He et al. 2016 / Zagoruyko & Komodakis 2016 report these sizes for 10 classes (option-A shortcuts
-    in the ResNets, so ours, with 1x1 projections, are slightly larger)."""
+    """He et al. 2016 / Zagoruyko & Komodakis 2016 report these sizes for 10 classes."""
     published = {"resnet20": 0.27e6, "resnet56": 0.85e6, "resnet110": 1.7e6, "wrn16_4": 2.7e6, "wrn28_10": 36.5e6}
     for name, size in published.items():
         count = param_count(abstract_variables(models.get_model(name, 10))["params"])
         assert abs(count - size) / size < 0.03, (name, count, size)
+
+
+def test_resnet20_has_he_et_als_exact_size_and_the_projection_variant_its_own():
+    """Option A (zero-padded identity shortcuts): 269,722 parameters for 10 classes; 1x1 projections add
+    16*32 + 2*32 + 32*64 + 2*64 = 2,752 (272,474, the size of /work/shared/bench/torch_ref.py's ResNet-20)."""
+    assert param_count(abstract_variables(models.get_model("resnet20", 10))["params"]) == 269_722
+    assert param_count(abstract_variables(models.get_model("resnet20_proj", 10))["params"]) == 272_474
+
+
+def test_option_a_shortcut_is_parameter_free_subsampling_and_zero_padding():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 16))
+    shortcut = models.zero_pad_shortcut(x, 32, 2)
+    chex.assert_shape(shortcut, (2, 4, 4, 32))
+    np.testing.assert_array_equal(shortcut[..., :16], x[:, ::2, ::2])
+    np.testing.assert_array_equal(shortcut[..., 16:], 0.0)
+    # In the network: the downsampling blocks hold only their two 3x3 convolutions and BatchNorms; with
+    # projections they hold a third convolution and BatchNorm.
+    for name, per_block in (("resnet20", 2), ("resnet20_proj", 3)):
+        params = abstract_variables(models.get_model(name, 10))["params"]
+        downsampling = params["BasicBlock_3"]  # first block of stage 2: 16 -> 32 channels, stride 2
+        assert sum(key.startswith("Conv_") for key in downsampling) == per_block, name
+        assert sum(key.startswith("_Norm_") for key in downsampling) == per_block, name
+        assert set(params["BasicBlock_0"]) == {"Conv_0", "Conv_1", "_Norm_0", "_Norm_1"}  # 16 -> 16: identity
+
+
+def test_option_a_block_adds_the_subsampled_input_to_the_residual():
+    """A downsampling block with its residual branch zeroed (last BatchNorm scale 0) outputs
+    relu(zero-padded subsampled input): the shortcut is the identity, not a learned map."""
+    block = models.BasicBlock(8, 2, axis_name=None)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 4))
+    variables = block.init(jax.random.PRNGKey(2), x, train=False)
+    params = dict(variables["params"])
+    params["_Norm_1"] = {"BatchNorm_0": {"scale": jnp.zeros(8), "bias": jnp.zeros(8)}}
+    out = block.apply({**variables, "params": params}, x, train=False)
+    np.testing.assert_allclose(out, jax.nn.relu(models.zero_pad_shortcut(x, 8, 2)), atol=1e-6)
 
 
 def synthetic_variables(abstract, seed=0):

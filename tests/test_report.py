@@ -17,10 +17,10 @@ CLASSES = ["cat", "dog", "frog"]
 def generation_row(generation, val, test=None, train=None, entropy=0.5):
     """A results.json generation row as refinery.run_generation writes it."""
     train = val + 0.1 if train is None else train
-    held_out = test if test is not None else val
     return {
         "generation": generation, "val_accuracy": val, "test_accuracy": test, "train_accuracy": train,
-        "train_test_gap": train - held_out, "label_entropy": entropy, "label_agreement": train,
+        "train_val_gap": train - val, "train_test_gap": None if test is None else train - test,
+        "label_entropy": entropy, "label_agreement": 0.9,
         "ensemble_val_accuracy": val, "ensemble_test_accuracy": test, "model": "small_cnn",
         "trained_on": "ground truth" if generation == 1 else f"generation {generation - 1}",
         "label_mode": "precomputed", "train_seconds": 10.0 * generation, "images_per_second": 500.0, "epochs": 8,
@@ -94,6 +94,8 @@ def test_markdown_and_csv_tables(runs, tmp_path):
     assert "| small_cnn, precomputed, label smoothing 0.1 | 79.00 (1) | 78.00 (1) |" in text
     assert "| 2 | 2 | 83.00 ± 2.83 | 93.00 ± 2.83 | +10.00 ± 0.00 |" in text
     assert "test acc %" not in text and "Test accuracy" not in text  # no run has a test split
+    assert "train-val gap (points)" in text and "train-test gap" not in text.split("## small_cnn")[1]
+    assert "| label agreement % |" in text and "| 90.00 ± 0.00 |" in text
     assert "| 1 of 2 | False |" in text  # seed 2 is listed as incomplete
     # Training time sums each run's generations (10 s; 10 + 20 s; 10 + 20 s), then averages over runs.
     assert "Mean wall time per run: 12 s; mean training time per run, all generations: 23 s." in text
@@ -230,12 +232,13 @@ def test_settings_that_count_and_those_that_do_not():
 def test_format_stat():
     assert report.format_stat(report.Stat(0.85123, 0.0031, 3), "percent") == "85.12 ± 0.31"
     assert report.format_stat(report.Stat(-0.012, None, 1), "points") == "-1.20"
+    assert report.format_stat(report.Stat(0.012, 0.003, 2), "points") == "+1.20 ± 0.30"  # the std unsigned
     assert report.format_stat(None, "nats") == "-"
 
 
 def test_runs_without_validation_or_test_skip_the_accuracy_plot(tmp_path):
     row = generation_row(1, 0.5)
-    row.update(val_accuracy=None, train_test_gap=None, ensemble_val_accuracy=None)
+    row.update(val_accuracy=None, train_val_gap=None, ensemble_val_accuracy=None)
     run = write_run(tmp_path / "train_only", [row], generations=1, val_size=0)
     paths = report.write_report([run], str(tmp_path / "out"))
     assert "accuracy" not in paths and not (tmp_path / "out" / "accuracy.png").exists()

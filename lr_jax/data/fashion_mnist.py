@@ -12,7 +12,6 @@ import numpy as np
 from lr_jax.data.dataset import DataError, Dataset, check_split, make_dataset
 from lr_jax.data.source_tree import SourceTree
 
-DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = {
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"],

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from lr_jax.data.dataset import DataError, Dataset, make_dataset
-from lr_jax.data.source_tree import SourceTree, open_tree
+from lr_jax.data.source_tree import SourceTree
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 IMAGES_PER_WORKER = 4000  # below this many images per process, starting processes costs more than it saves
@@ -259,7 +259,3 @@ def read_image_tree(tree: SourceTree, prefix: str, name: str) -> Dataset:
     test = None if test_tree is None else tree_to_arrays(tree, test_tree, class_names)
     return make_dataset(name, class_names, train, test, source=f"image folder tree {tree.where(root)}")
 
-
-def load_image_folder(path: str, name: str) -> Dataset:
-    """Reads an image-folder tree from a folder or a .tar/.tar.gz/.zip holding `train/` at its top."""
-    return read_image_tree(open_tree(path), "", name)

@@ -12,12 +12,6 @@ import time
 from lr_jax.data import load_dataset
 from lr_jax.data.image_folder import available_cpus
 
-DEFAULT_SOURCE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "..", "shared", "data",
-    "cifar10-train-jpeg75.tar.gz",
-)
-
-
 def cpu_seconds() -> float:
     """CPU time of this process and its finished children (the decoding workers), user + system."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -47,8 +41,7 @@ def measure(name: str, source: str) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("sources", nargs="*", default=[os.path.normpath(DEFAULT_SOURCE)],
-                        help="folders or archives to read (default: ../shared/data/cifar10-train-jpeg75.tar.gz)")
+    parser.add_argument("sources", nargs="+", help="folders or archives to read, as --data_dir takes them")
     parser.add_argument("--name", default="cifar10", help="dataset name passed to load_dataset")
     args = parser.parse_args(argv)
     print(f"{available_cpus()} CPUs, load average {os.getloadavg()[0]:.1f}")

@@ -28,6 +28,8 @@ HELP = {
     "seed": "seed for the validation split, initialisation, data order and augmentation",
     "train_size": "use only this many training images (stratified), for quick runs",
     "val_size": "images held out of train (stratified) as the validation split",
+    "augment": "augment training images on the device: zero-pad by --crop_padding, random crop, flip (see --flip)",
+    "flip": "random horizontal flips while augmenting (the SVHN default is --no_flip: digits are not symmetric)",
     "label_mode": "precomputed: labels predicted once per generation; online: per augmented crop",
     "refinery_bn": "online labels: refinery BatchNorm in eval mode, or train mode as the official code",
     "refinery_model": "architecture of generation 1 (the first refinery), when it differs from --model",
@@ -55,9 +57,12 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
         flag = "--" + field.name
         help_text = HELP.get(field.name, "")
         default = field.default
-        if field.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default {default})")
+        if field.type in ("bool", bool):  # --name / --no_name, underscores like every other flag
+            pair = parser.add_mutually_exclusive_group()
+            pair.add_argument(flag, dest=field.name, action="store_true", default=None,
+                              help=f"{help_text} (default {default})")
+            pair.add_argument(f"--no_{field.name}", dest=field.name, action="store_false", default=None,
+                              help=f"the opposite of {flag}")
             continue
         kind = {"int": int, "float": float}.get(str(field.type).replace("Optional[", "").rstrip("]"), str)
         choices = config_lib.CHOICES.get(field.name)

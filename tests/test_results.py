@@ -1,0 +1,268 @@
+"""lr_jax.results: the metric registry's tables, code and library versions, reading format-1 files, portable copies
+without absolute paths (and the committed results carrying none), and the experiment scripts that use them."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from lr_jax import config as config_lib
+from lr_jax import report, results
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+COMMITTED = REPO_ROOT / "experiments" / "results"
+HAS_GIT = shutil.which("git") is not None
+
+
+def git(root, *args) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def generation_row(generation, train=0.9, val=0.8, test=None, trained_on=None):
+    return {"generation": generation, "model": "small_cnn",
+            "trained_on": trained_on or ("ground truth" if generation == 1 else f"generation {generation - 1}"),
+            "val_accuracy": val, "test_accuracy": test, "train_accuracy": train,
+            "train_val_gap": train - val, "train_test_gap": None if test is None else train - test,
+            "label_entropy": 0.5, "label_agreement": 0.95, "ensemble_val_accuracy": val,
+            "ensemble_test_accuracy": test, "train_seconds": 12.0, "images_per_second": 480.0}
+
+
+# The table and the registry.
+
+
+def test_markdown_table_shows_the_registry_metrics_that_some_generation_has():
+    table = results.markdown_table([generation_row(1), generation_row(2, train=0.85, val=0.86)])
+    header, rule, first, second = table.splitlines()
+    assert header == ("| gen | model | trained on | val acc % | train acc % | train-val gap (points) | "
+                      "label entropy (nats) | label agreement % | ensemble val acc % | train s | images/s |")
+    assert rule.count("---") == 11
+    assert first == "| 1 | small_cnn | ground truth | 80.00 | 90.00 | +10.00 | 0.5000 | 95.00 | 80.00 | 12.0 | 480 |"
+    assert second.startswith("| 2 | small_cnn | generation 1 | 86.00 | 85.00 | -1.00 |")
+    with_test = results.markdown_table([generation_row(1, test=0.7)])
+    assert "| test acc % |" in with_test and "| train-test gap (points) |" in with_test and "| +20.00 |" in with_test
+
+
+def test_the_report_reads_the_same_registry():
+    assert [key for key, _, _ in results.METRICS] == [
+        "val_accuracy", "test_accuracy", "train_accuracy", "train_val_gap", "train_test_gap", "label_entropy",
+        "label_agreement", "ensemble_val_accuracy", "ensemble_test_accuracy", "train_seconds", "images_per_second"]
+    assert not hasattr(report, "METRICS") and not hasattr(results, "TABLE_COLUMNS")
+
+
+# Code and library versions.
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+def test_code_version_names_the_commit_and_whether_tracked_files_changed(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "lr_jax").mkdir(parents=True)
+    (repo / "lr_jax" / "module.py").write_text("x = 1\n")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    assert results.code_version(str(repo)) == {"commit": git(repo, "rev-parse", "HEAD"), "dirty": False}
+    (repo / "untracked.txt").write_text("not part of the code\n")
+    assert results.code_version(str(repo))["dirty"] is False
+    (repo / "lr_jax" / "module.py").write_text("x = 2\n")
+    assert results.code_version(str(repo))["dirty"] is True
+    # A folder inside some other repository (an installed copy in a venv under a checkout) is not that code.
+    assert results.code_version(str(repo / "lr_jax")) == {"commit": None, "dirty": None}
+
+
+def test_code_version_is_null_outside_git_and_without_git(tmp_path, monkeypatch):
+    assert results.code_version(str(tmp_path)) == {"commit": None, "dirty": None}
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git executable anywhere
+    assert results.code_version(str(REPO_ROOT)) == {"commit": None, "dirty": None}
+
+
+@pytest.mark.skipif(not HAS_GIT or not (REPO_ROOT / ".git").exists()
+                    or pathlib.Path(results.SOURCE_ROOT).resolve() != REPO_ROOT,
+                    reason="not a git checkout, or lr_jax imported from an installed copy")
+def test_results_payload_records_this_checkout_and_the_library_versions():
+    import chex
+    import flax
+    import jax
+    import jaxlib
+    import optax
+    import orbax.checkpoint
+
+    payload = results.results_payload(config_lib.Config(), {"description": "d"}, [generation_row(1)], True, 1.0)
+    assert payload["results_format"] == results.RESULTS_FORMAT == 2
+    assert payload["code"]["commit"] == git(REPO_ROOT, "rev-parse", "HEAD")
+    assert isinstance(payload["code"]["dirty"], bool)
+    assert payload["versions"] == {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+                                   "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
+                                   "chex": chex.__version__, "numpy": np.__version__}
+    assert results.library_versions(("numpy", "no-such-distribution-xyz")) == {
+        "numpy": np.__version__, "no-such-distribution-xyz": None}
+
+
+# Format 1 (results.json files written before results_format existed).
+
+
+def format_one_payload(workdir="/work/runs/small3/refinery_seed0"):
+    """A results.json as the code before format 2 wrote it (the committed ones looked like this)."""
+    rows = []
+    for generation, (train, val) in enumerate(((0.70, 0.67), (0.65, 0.645)), start=1):
+        rows.append({"generation": generation, "val_accuracy": val, "test_accuracy": None, "train_accuracy": train,
+                     "train_test_gap": train - val, "label_entropy": 1.0, "label_agreement": train,
+                     "ensemble_val_accuracy": val, "ensemble_test_accuracy": None, "model": "resnet20",
+                     "trained_on": "ground truth" if generation == 1 else "generation 1",
+                     "train_seconds": 100.0, "images_per_second": 400.0, "epochs": []})
+    config = dict(dataclasses_config(), model="resnet20", data_dir="/work/data", workdir=workdir,
+                  cache_dir="/work/lrcache")
+    source = "image folder tree /work/data (decoded arrays from cache /work/lrcache/cifar10-6c60.npz)"
+    return {"config": config, "dataset": {"description": f"{source}: 10000 train", "source": source},
+            "complete": True, "wall_seconds": 519.0, "session_wall_seconds": 519.0, "generations": rows}
+
+
+def dataclasses_config():
+    import dataclasses
+
+    return dataclasses.asdict(config_lib.Config(generations=2))
+
+
+def test_format_one_is_upgraded_on_reading(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(format_one_payload()))
+    payload = results.load_results(str(tmp_path))
+    assert payload["results_format"] == 2 and payload["code"] is None and payload["versions"] is None
+    first, second = payload["generations"]
+    assert first["train_val_gap"] == pytest.approx(0.03) and first["train_test_gap"] is None
+    assert first["label_agreement"] == 0.70  # generation 1 trained on ground truth: the train accuracy, as now
+    assert second["label_agreement"] is None  # format 1 did not measure agreement with the teacher's labels
+    assert payload["config"]["model"] == "resnet20_proj" and second["model"] == "resnet20_proj"
+    assert payload["config"]["refinery_model"] is None
+    current = results.results_payload(config_lib.Config(), {}, [generation_row(1)], True, 1.0)
+    assert results.upgrade_payload(current) is current  # the current format is left alone
+
+
+# Portable copies.
+
+
+def test_strip_paths_replaces_config_folders_and_any_other_absolute_path():
+    placeholders = results.path_placeholders({"data_dir": "/work/data", "workdir": "/work/runs/a/", "cache_dir":
+                                              "relative/cache", "refinery_workdir": None})
+    assert placeholders == [("/work/runs/a", "<workdir>"), ("/work/data", "<data_dir>")]
+    text = ("read /work/data (cache /work/lrcache/c.npz) into /work/runs/a/checkpoints/1; not /work/data2/x; "
+            "'/root/x/y' and /tmp/lr_jax_abc/d; epoch 1/6, 480 images/s, T-shirt/top, /usr/share/datasets/f")
+    assert results.strip_paths(text, placeholders) == (
+        "read <data_dir> (cache <path>) into <workdir>/checkpoints/1; not <path>; '<path>' and <path>; "
+        "epoch 1/6, 480 images/s, T-shirt/top, /usr/share/datasets/f")
+
+
+def write_format_one_run(folder: pathlib.Path) -> pathlib.Path:
+    folder.mkdir(parents=True)
+    payload = format_one_payload(workdir=str(folder))
+    (folder / "results.json").write_text(json.dumps(payload, indent=2))
+    (folder / "results.md").write_text(f"# old table\n\n{payload['dataset']['description']}\n")
+    (folder / "log.txt").write_text(f"read cifar10 with reader: {payload['dataset']['source']}\n"
+                                    f"config: {{'data_dir': '/work/data', 'workdir': '{folder}'}}\n"
+                                    f"wall time 519.0 s; results in {folder}/results.json\n")
+    np.savez_compressed(folder / "labels_summary.npz", generations=np.array([1, 2]))
+    return folder
+
+
+def assert_no_absolute_paths(folder: pathlib.Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md", ".txt", ".csv"):
+            text = path.read_text()
+            assert results.ABSOLUTE_PATH.findall(text) == [], path
+            for root in ("/work/", "/tmp/", "/root", str(REPO_ROOT)):
+                assert root not in text, (path, root)
+
+
+def test_copy_portable_writes_current_format_without_paths(tmp_path):
+    run = write_format_one_run(tmp_path / "abs" / "refinery_seed0")
+    dest = tmp_path / "copy"
+    written = results.copy_portable(str(run), str(dest))
+    assert sorted(pathlib.Path(p).name for p in written) == ["labels_summary.npz", "log.txt", "results.json",
+                                                             "results.md"]
+    assert_no_absolute_paths(dest)
+    payload = json.loads((dest / "results.json").read_text())
+    assert payload["results_format"] == 2
+    assert (payload["config"]["data_dir"], payload["config"]["workdir"], payload["config"]["cache_dir"]) == (
+        "<data_dir>", "<workdir>", "<cache_dir>")
+    assert payload["dataset"]["source"] == "image folder tree <data_dir> (decoded arrays from cache <cache_dir>/cifar10-6c60.npz)"
+    assert "results in <workdir>/results.json" in (dest / "log.txt").read_text()
+    assert "| train-val gap (points) |" in (dest / "results.md").read_text()
+    assert (dest / "labels_summary.npz").read_bytes() == (run / "labels_summary.npz").read_bytes()
+    # In place, and again: nothing left to change.
+    results.copy_portable(str(run), str(run))
+    assert_no_absolute_paths(run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    results.copy_portable(str(run), str(run))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_copy_command_line_names_a_bad_run(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"dataset": "cifar10"}}))
+    with pytest.raises(SystemExit) as exit_info:
+        results.main([str(tmp_path), str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert f"{tmp_path / 'results.json'}: no 'config' object with 'dataset' and 'seed'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_committed_results_are_current_and_carry_no_absolute_paths():
+    runs = sorted(path.parent for path in COMMITTED.rglob("results.json"))
+    assert len(runs) >= 32
+    for run in runs:
+        with open(run / "results.json") as f:
+            assert json.load(f)["results_format"] == results.RESULTS_FORMAT, run
+    assert_no_absolute_paths(COMMITTED)
+
+
+# The experiment scripts, as on a fresh clone.
+
+
+def script_environment(tmp_path):
+    """PATH with `python` = this interpreter, lr_jax importable from this checkout."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a venv's python via a link
+    (bin_dir / "python").chmod(0o755)  # would not find its venv, so exec it by its own path
+    return dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_collect_results_copies_runs_without_paths_and_reports(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        config = config_lib.Config(model="small_cnn", generations=2, seed=seed, data_dir=str(tmp_path / "data"),
+                                   workdir=str(runs / f"refinery_seed{seed}"), cache_dir=str(tmp_path / "cache"))
+        info = {"description": f"image folder tree {tmp_path / 'data'}", "devices": 1, "platform": "cpu"}
+        rows = [generation_row(1), generation_row(2, train=0.8, val=0.78)]
+        results.write_results(config.workdir, results.results_payload(config, info, rows, True, 10.0))
+        (runs / f"refinery_seed{seed}" / "log.txt").write_text(f"resuming the run in {config.workdir}\n")
+        count = 4
+        splits = types.SimpleNamespace(train_images=np.zeros((count, 8, 8, 3), np.uint8),
+                                       train_labels=np.arange(count) % 3, class_names=["a", "b", "c"])
+        chain = [types.SimpleNamespace(generation=g, soft_labels=np.full((count, 3), 1 / 3)) for g in (1, 2)]
+        results.write_label_summary(config.workdir, splits, chain)
+    dest = tmp_path / "fresh_clone" / "experiments" / "results" / "design"
+    done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_results.sh"), str(runs),
+                           str(dest.relative_to(tmp_path))],
+                          cwd=tmp_path, env=script_environment(tmp_path), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in dest.iterdir()) == ["refinery_seed0", "refinery_seed1", "report"]
+    assert (dest / "refinery_seed1" / "log.txt").read_text() == "resuming the run in <workdir>\n"
+    assert "| small_cnn, precomputed | 80.00 ± 0.00 (2) | 78.00 ± 0.00 (2) |" in (
+        dest / "report" / "summary.md").read_text()
+    assert_no_absolute_paths(dest)
+
+
+def test_variants_script_creates_its_log_folder_on_a_fresh_clone(tmp_path):
+    """The first variant starts (and here stops at once: no data) with its output in RUNS_DIR.log."""
+    done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "variants_cpu.sh"), str(tmp_path / "no_data"),
+                           "fresh/runs/variants"], cwd=tmp_path, env=script_environment(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]  # the runner's exit status for bad input, not bash's 1
+    log = (tmp_path / "fresh" / "runs" / "variants.log").read_text()
+    assert f"--data_dir {tmp_path / 'no_data'}: no such file or folder" in log
