@@ -92,7 +92,8 @@ def test_results_payload_records_this_checkout_and_the_library_versions():
     import optax
     import orbax.checkpoint
 
-    payload = results.results_payload(config_lib.Config(), {"description": "d"}, [generation_row(1)], True, 1.0)
+    payload = results.results_payload(config_lib.Config(), config_lib.RunOptions(), {"description": "d"},
+                                      [generation_row(1)], True, 1.0)
     assert payload["results_format"] == results.RESULTS_FORMAT == 2
     assert payload["code"]["commit"] == git(REPO_ROOT, "rev-parse", "HEAD")
     assert isinstance(payload["code"]["dirty"], bool)
@@ -138,7 +139,12 @@ def test_format_one_is_upgraded_on_reading(tmp_path):
     assert second["label_agreement"] is None  # format 1 did not measure agreement with the teacher's labels
     assert payload["config"]["model"] == "resnet20_proj" and second["model"] == "resnet20_proj"
     assert payload["config"]["refinery_model"] is None
-    current = results.results_payload(config_lib.Config(), {}, [generation_row(1)], True, 1.0)
+    # Format 1 kept the run options inside config: they move to run.
+    assert set(payload["config"]) == set(config_lib.CONFIG_FIELDS)
+    assert payload["run"] == {"data_dir": "/work/data", "workdir": "/work/runs/small3/refinery_seed0",
+                              "cache_dir": "/work/lrcache"}
+    current = results.results_payload(config_lib.Config(), config_lib.RunOptions(), {}, [generation_row(1)], True,
+                                      1.0)
     assert results.upgrade_payload(current) is current  # the current format is left alone
 
 
@@ -186,7 +192,7 @@ def test_copy_portable_writes_current_format_without_paths(tmp_path):
     assert_no_absolute_paths(dest)
     payload = json.loads((dest / "results.json").read_text())
     assert payload["results_format"] == 2
-    assert (payload["config"]["data_dir"], payload["config"]["workdir"], payload["config"]["cache_dir"]) == (
+    assert (payload["run"]["data_dir"], payload["run"]["workdir"], payload["run"]["cache_dir"]) == (
         "<data_dir>", "<workdir>", "<cache_dir>")
     assert payload["dataset"]["source"] == "image folder tree <data_dir> (decoded arrays from cache <cache_dir>/cifar10-6c60.npz)"
     assert "results in <workdir>/results.json" in (dest / "log.txt").read_text()
@@ -234,17 +240,18 @@ def script_environment(tmp_path):
 def test_collect_results_copies_runs_without_paths_and_reports(tmp_path):
     runs = tmp_path / "runs"
     for seed in (0, 1):
-        config = config_lib.Config(model="small_cnn", generations=2, seed=seed, data_dir=str(tmp_path / "data"),
-                                   workdir=str(runs / f"refinery_seed{seed}"), cache_dir=str(tmp_path / "cache"))
+        config = config_lib.Config(model="small_cnn", generations=2, seed=seed)
+        run = config_lib.RunOptions(data_dir=str(tmp_path / "data"), workdir=str(runs / f"refinery_seed{seed}"),
+                                    cache_dir=str(tmp_path / "cache"))
         info = {"description": f"image folder tree {tmp_path / 'data'}", "devices": 1, "platform": "cpu"}
         rows = [generation_row(1), generation_row(2, train=0.8, val=0.78)]
-        results.write_results(config.workdir, results.results_payload(config, info, rows, True, 10.0))
-        (runs / f"refinery_seed{seed}" / "log.txt").write_text(f"resuming the run in {config.workdir}\n")
+        results.write_results(run.workdir, results.results_payload(config, run, info, rows, True, 10.0))
+        (runs / f"refinery_seed{seed}" / "log.txt").write_text(f"resuming the run in {run.workdir}\n")
         count = 4
         splits = types.SimpleNamespace(train_images=np.zeros((count, 8, 8, 3), np.uint8),
                                        train_labels=np.arange(count) % 3, class_names=["a", "b", "c"])
         chain = [types.SimpleNamespace(generation=g, soft_labels=np.full((count, 3), 1 / 3)) for g in (1, 2)]
-        results.write_label_summary(config.workdir, splits, chain)
+        results.write_label_summary(run.workdir, splits, chain)
     dest = tmp_path / "fresh_clone" / "experiments" / "results" / "design"
     done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_results.sh"), str(runs),
                            str(dest.relative_to(tmp_path))],
