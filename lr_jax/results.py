@@ -144,6 +144,21 @@ def results_payload(config, run_options, dataset_info: dict, generations: list[d
     }
 
 
+def timing_summary(trained: list[dict], data_seconds: float, session_wall_seconds: float) -> dict:
+    """Where this invocation's wall time went: reading the data, steady training (compute only), the overhead of
+    the generations it trained (`trained`: their metrics rows; compilation, syncs, checkpoints, prediction
+    passes, saving), and the rest (start-up, results writing); `wall_over_train` is the chain's overhead ratio."""
+    train_seconds = sum(row.get("train_seconds") or 0.0 for row in trained)
+    overhead: dict = {}
+    for row in trained:
+        for kind, seconds in (row.get("overhead_seconds") or {}).items():
+            overhead[kind] = overhead.get(kind, 0.0) + seconds
+    other = session_wall_seconds - data_seconds - train_seconds - sum(overhead.values())
+    return {"data_seconds": data_seconds, "train_seconds": train_seconds, "overhead_seconds": overhead,
+            "other_seconds": other, "session_wall_seconds": session_wall_seconds,
+            "wall_over_train": session_wall_seconds / train_seconds if train_seconds else None}
+
+
 def write_results(workdir: str, payload: dict, title: Optional[str] = None) -> None:
     """Writes results.json and results.md into `workdir`, each atomically."""
     write_json_atomic(os.path.join(workdir, "results.json"), payload)

@@ -78,6 +78,15 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
     assert set(results["config"]) == set(config_lib.CONFIG_FIELDS)
     assert set(results["run"]) == set(config_lib.RUN_OPTION_FIELDS)
     assert json.loads((workdir / "config.json").read_text()).keys() == {*config_lib.CONFIG_FIELDS, "data"}
+    # Where the wall time went: data, training compute, each overhead; they add up to no more than the wall time.
+    timing = results["timing"]
+    rows = results["generations"]
+    assert timing["train_seconds"] == pytest.approx(sum(row["train_seconds"] for row in rows))
+    assert set(timing["overhead_seconds"]) == {"compile", "sync", "checkpoint", "predict", "save_generation"}
+    assert timing["overhead_seconds"]["predict"] == pytest.approx(
+        sum(row["overhead_seconds"]["predict"] for row in rows))
+    assert timing["other_seconds"] >= 0 and timing["data_seconds"] > 0
+    assert timing["wall_over_train"] == pytest.approx(timing["session_wall_seconds"] / timing["train_seconds"])
     assert (workdir / "labels_summary.npz").exists() and (workdir / "log.txt").exists()
 
 

@@ -123,6 +123,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     data = load_dataset(config.dataset, options.data_dir, svhn_extra=config.svhn_extra, cache_dir=options.cache_dir,
                         log=log)
     splits = make_splits(data, config.val_size, config.train_size, config.seed)
+    data_seconds = time.perf_counter() - start
     train_counts = class_counts(splits.train_labels, splits.num_classes)
     description = (
         f"{data.source}: {len(splits.train_labels)} train / {len(splits.val_labels)} validation / "
@@ -155,7 +156,11 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
         "platform": jax.devices()[0].platform,
     }
 
-    def save(_, chain):
+    trained_now = []  # metrics of the generations this invocation trained (not reloaded)
+
+    def save(result, chain):
+        if result is not None:
+            trained_now.append(result.metrics)
         if not main_process:
             return
         results.write_label_summary(options.workdir, splits, chain)
@@ -164,6 +169,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
         session = time.perf_counter() - start
         payload = results.results_payload(config, options, dataset_info, rows, complete,
                                           earlier_wall_seconds + session, session_wall_seconds=session)
+        payload["timing"] = results.timing_summary(trained_now, data_seconds, session)
         results.write_results(options.workdir, payload)
 
     try:
