@@ -25,8 +25,8 @@ KEEP_TRAINING_CHECKPOINTS = 2  # the newest and one to fall back to if the newes
 # May differ between runs sharing a workdir: where things live, how often to save, how many processes, and how
 # many generations (a longer chain continues a shorter one). Everything else must match to resume.
 NOT_COMPARED = (
-    "workdir", "data_dir", "cache_dir", "preset", "generations", "checkpoint_every", "coordinator_address",
-    "num_processes", "process_id",
+    "workdir", "data_dir", "tfds_data_dir", "cache_dir", "preset", "generations", "checkpoint_every",
+    "coordinator_address", "num_processes", "process_id",
 )
 # What a run writes into its workdir: removed by --overwrite (nothing else in the folder is touched).
 RUN_FILES = (CONFIG_FILE, "results.json", "results.md", "labels_summary.npz", "log.txt")

@@ -12,6 +12,7 @@ class Config:
 
     dataset: str = "cifar10"
     data_dir: Optional[str] = None  # None: TFDS (Fashion-MNIST: Debian's /usr/share/datasets/fashion-mnist)
+    tfds_data_dir: Optional[str] = None  # where TFDS keeps prepared data; None: TFDS_DATA_DIR or ~/tensorflow_datasets
     workdir: str = "runs/default"
     preset: Optional[str] = None
     # The chain.
