@@ -42,14 +42,15 @@ if sys.argv[1] == "--no-tensorflow":
     sys.meta_path = [PathFinderWithoutTensorFlow if finder is importlib.machinery.PathFinder else finder
                      for finder in sys.meta_path]
 """
-# Loads both datasets through lr_jax from one TFDS data dir (argv[2]) and saves what came back (argv[3]).
+# Loads both datasets through lr_jax from one TFDS data dir (argv[2]; "": TFDS's default) and saves what came back
+# (argv[3]).
 READ_BOTH = """
 import json
 import numpy as np
 import tensorflow_datasets
 from lr_jax.data import load_dataset
-cifar = load_dataset("cifar10", tfds_data_dir=sys.argv[2])
-svhn = load_dataset("svhn", tfds_data_dir=sys.argv[2], svhn_extra=True)
+cifar = load_dataset("cifar10", tfds_data_dir=sys.argv[2] or None)
+svhn = load_dataset("svhn", tfds_data_dir=sys.argv[2] or None, svhn_extra=True)
 np.savez(sys.argv[3], **{f"{d.name}_{k}": getattr(d, k) for d in (cifar, svhn)
                          for k in ("train_images", "train_labels", "test_images", "test_labels")})
 print(json.dumps({"tfds": tensorflow_datasets.__file__, "tensorflow": "tensorflow" in sys.modules,
@@ -72,9 +73,9 @@ print(builder.info.file_format.value)
 """
 
 
-def python(code: str, *args, pythonpath=(REPO_ROOT,), tensorflow: bool = True) -> str:
+def python(code: str, *args, pythonpath=(REPO_ROOT,), tensorflow: bool = True, env=None) -> str:
     """Runs `code` in a fresh offline interpreter; its stdout (the exit status must be 0)."""
-    env = {**os.environ, **OFFLINE, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
+    env = {**os.environ, **OFFLINE, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)), **(env or {})}
     done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW + code, "--tensorflow" if tensorflow else
                            "--no-tensorflow", *map(str, args)], env=env, capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=600)
@@ -110,8 +111,8 @@ def write_cifar_archive(manual: pathlib.Path, work: pathlib.Path, cifar: dict, c
     return pack(write_cifar_binary(work, train, test), manual / "cifar-10-binary.tar.gz", top="cifar-10-batches-bin")
 
 
-def read_both(tfds_data_dir, out, pythonpath, tensorflow: bool) -> dict:
-    stdout = python(READ_BOTH, tfds_data_dir, out, pythonpath=pythonpath, tensorflow=tensorflow)
+def read_both(tfds_data_dir, out, pythonpath, tensorflow: bool, env=None) -> dict:
+    stdout = python(READ_BOTH, tfds_data_dir, out, pythonpath=pythonpath, tensorflow=tensorflow, env=env)
     return dict(json.loads(stdout.strip().splitlines()[-1]), arrays=dict(np.load(out)))
 
 
@@ -175,10 +176,12 @@ def test_tfds_prepares_the_original_files_offline_and_lr_jax_reads_them_back_in_
         assert list((tfds_data_dir / variant).glob("*-train.array_record-*")), variant
 
 
-def test_a_prepared_copy_is_read_without_tensorflow_by_the_installed_tfds(prepared, originals, tmp_path):
+def test_a_copy_found_through_TFDS_DATA_DIR_is_read_without_tensorflow(prepared, originals, tmp_path):
     tfds_data_dir, site, _ = prepared
-    read = read_both(tfds_data_dir, tmp_path / "again.npz", [REPO_ROOT], tensorflow=False)
+    read = read_both("", tmp_path / "again.npz", [REPO_ROOT], tensorflow=False,
+                     env={"TFDS_DATA_DIR": str(tfds_data_dir)})
     assert not read["tfds"].startswith(str(site)) and not read["tensorflow"]
+    assert read["sources"][0] == f"TFDS cifar10 (train, test) in {tfds_data_dir}/cifar10/3.0.2"
     assert_same_as_originals(read, originals)
 
 

@@ -28,7 +28,7 @@ REACH_TIMEOUT_SECONDS = 10  # one request per source host before a download is a
 
 @contextlib.contextmanager
 def absl_errors_only():
-    """Mutes TFDS's absl warnings, e.g. 'Variant folder ... has no dataset_info.json' while looking for a copy."""
+    """Mutes TFDS's absl warnings (e.g. 'Variant folder ... has no dataset_info.json' while looking for a copy)."""
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -144,7 +144,8 @@ def load_tfds(name: str, tfds_data_dir: Optional[str] = None, extra: bool = Fals
     sources = builder.as_data_source(file_format="array_record")
 
     def split(split_name):
-        return read_split(sources[split_name], f"{where} ({split_name} split)")
+        with absl_errors_only():  # TFDS's "OpenCV is not installed ... Defaulting to PIL" on the first image
+            return read_split(sources[split_name], f"{where} ({split_name} split)")
 
     train = concatenate_splits([split("train"), split("extra")]) if extra else split("train")
     source = f"TFDS {builder.name} (train{' + extra' if extra else ''}, test) in {builder.data_dir}"
