@@ -51,6 +51,7 @@ class RunOptions:
 
     workdir: str = "runs/default"
     data_dir: Optional[str] = None  # None: TFDS (Fashion-MNIST: Debian's /usr/share/datasets/fashion-mnist)
+    tfds_data_dir: Optional[str] = None  # where TFDS keeps prepared data; None: TFDS_DATA_DIR or ~/tensorflow_datasets
     cache_dir: Optional[str] = None  # keep decoded --data_dir arrays here for faster re-reads; None: no cache
     preset: Optional[str] = None  # where the defaults came from (the resolved values are in Config)
     eval_batch_size: int = 1000

@@ -38,7 +38,7 @@ METRICS = (
 KIND_FORMATS = {"percent": (100.0, 2), "points": (100.0, 2), "nats": (1.0, 4), "seconds": (1.0, 1), "rate": (1.0, 0)}
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy")  # versions in results.json
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder that holds lr_jax/
-PATH_FIELDS = ("data_dir", "workdir", "cache_dir", "refinery_workdir")  # config fields naming the machine's folders
+PATH_FIELDS = ("data_dir", "tfds_data_dir", "workdir", "cache_dir", "refinery_workdir")  # config fields naming the machine's folders
 # An absolute path of two or more components that does not continue a word, a number or a placeholder; paths
 # under /usr (e.g. Debian's /usr/share/datasets/fashion-mnist) are the same on every machine and are kept.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/<>)\]+-])/(?!usr/)[\w.+-]+(?:/[\w.+-]+)+/?")

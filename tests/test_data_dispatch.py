@@ -1,5 +1,5 @@
 """`load_dataset`: reader chosen by what --data_dir holds, one array layout for all sources, the log, the cache,
-TFDS under mock_data, and the CLI refusing bad input before writing anything."""
+and the CLI refusing bad input before writing anything (TFDS: test_data_tfds.py)."""
 
 import os
 import subprocess
@@ -65,20 +65,6 @@ def test_every_source_has_one_layout_and_logs_reader_and_counts(sources, kind):
     shape = dataset.image_shape
     assert lines[1].startswith(f"  train: {len(dataset.train_labels)} images of shape {shape}; per class: ")
     assert lines[1].endswith(f"{dataset.class_names[-1]} {counts[-1]}")
-
-
-@pytest.mark.parametrize("name", ["cifar10", "svhn"])
-def test_tfds_under_mock_data(name):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=12):
-        dataset = load_dataset(name)
-        assert_common_layout(dataset)
-        assert dataset.train_images.shape == (12, 32, 32, 3) and dataset.test_images.shape == (12, 32, 32, 3)
-        if name == "svhn":
-            with_extra = load_dataset(name, svhn_extra=True)
-            assert with_extra.train_images.shape == (24, 32, 32, 3) and "train + extra" in with_extra.source
-            np.testing.assert_array_equal(with_extra.train_images[:12], dataset.train_images)
-    assert dataset.source.startswith("TFDS ")
 
 
 def test_missing_path():

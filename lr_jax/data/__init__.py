@@ -90,12 +90,13 @@ def load_dataset(
     svhn_extra: bool = False,
     cache_dir: Optional[str] = None,
     log: Optional[Callable[[str], None]] = None,
+    tfds_data_dir: Optional[str] = None,
 ) -> Dataset:
     """TFDS when `data_dir` is None (Fashion-MNIST: Debian's IDX folder), else the reader for what `data_dir` holds.
 
     With `cache_dir`, decoded arrays of a `data_dir` source are kept there and reused while the source's file
-    sizes and modification times are unchanged (TFDS keeps its own cache). `log` receives the reader, and the
-    images per split and per class."""
+    sizes and modification times are unchanged (TFDS keeps its own prepared copy, in `tfds_data_dir`; None:
+    TFDS_DATA_DIR or ~/tensorflow_datasets). `log` receives the reader, and the images per split and per class."""
     if svhn_extra and name != "svhn":
         raise DataError(f"--svhn_extra adds SVHN's extra split; it does not apply to {name}")
     if data_dir is None and name in DEFAULT_DATA_DIRS:
@@ -105,10 +106,12 @@ def load_dataset(
                 f"{name}: --data_dir not given and the default folder {data_dir} is absent; install it with "
                 "`apt-get install dataset-fashion-mnist` or pass --data_dir"
             )
+    if data_dir is not None and tfds_data_dir is not None:
+        raise DataError(f"--tfds_data_dir applies only where the data come from TFDS, but {name} reads {data_dir}")
     if data_dir is None:
         from lr_jax.data.tfds_source import load_tfds
 
-        dataset = load_tfds(name, extra=svhn_extra)
+        dataset = load_tfds(name, tfds_data_dir, extra=svhn_extra)
     elif not os.path.exists(data_dir):
         raise DataError(f"--data_dir {data_dir}: no such file or folder")
     elif cache_dir:

@@ -16,6 +16,8 @@ from lr_jax.data import DataError, class_counts, load_dataset, make_splits
 HELP = {
     "data_dir": "dataset folder or archive: CIFAR-10 python/binary version, SVHN .mat files, IDX files, or an "
     "image-folder tree (train/<class>/*.png|jpg) as a folder, .tar, .tar.gz or .zip; omit to read TFDS",
+    "tfds_data_dir": "without --data_dir: the folder where TFDS keeps prepared data and looks for manually "
+    "downloaded originals (downloads/manual/); default TFDS_DATA_DIR or ~/tensorflow_datasets",
     "svhn_extra": "SVHN only: add the extra split (531k images) to training",
     "cache_dir": "keep decoded --data_dir arrays here, reused while the source files are unchanged",
     "workdir": "folder for results.json, results.md, log.txt and checkpoints; rerunning resumes it",
@@ -121,7 +123,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     log = make_logger(None, main_process, early_lines)
     start = time.perf_counter()
     data = load_dataset(config.dataset, options.data_dir, svhn_extra=config.svhn_extra, cache_dir=options.cache_dir,
-                        log=log)
+                        log=log, tfds_data_dir=options.tfds_data_dir)
     splits = make_splits(data, config.val_size, config.train_size, config.seed)
     data_seconds = time.perf_counter() - start
     train_counts = class_counts(splits.train_labels, splits.num_classes)
