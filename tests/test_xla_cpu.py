@@ -13,7 +13,13 @@ from lr_jax import xla_cpu
 from cli_runs import REPO_ROOT
 
 
-def test_the_fast_path_is_appended_to_the_users_flags():
+@pytest.fixture
+def before_the_backend(monkeypatch):
+    """configure() as it runs at lr_jax's import, before any JAX backend has started."""
+    monkeypatch.setattr(xla_cpu, "_backend_started", lambda: False)
+
+
+def test_the_fast_path_is_appended_to_the_users_flags(before_the_backend):
     environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     assert xla_cpu.configure(environ) == xla_cpu.EIGEN
     assert environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {xla_cpu.FLAG}={xla_cpu.FAST_VALUE}"
@@ -21,7 +27,7 @@ def test_the_fast_path_is_appended_to_the_users_flags():
     assert xla_cpu.configure(empty) == xla_cpu.EIGEN and empty["XLA_FLAGS"] == f"{xla_cpu.FLAG}={xla_cpu.FAST_VALUE}"
 
 
-def test_the_users_own_setting_wins_and_the_switch_turns_it_off():
+def test_the_users_own_setting_wins_and_the_switch_turns_it_off(before_the_backend):
     users = {"XLA_FLAGS": f"{xla_cpu.FLAG}=individual_dot --xla_cpu_enable_fast_math=false"}
     assert xla_cpu.configure(users) == f"set by the user's XLA_FLAGS ({xla_cpu.FLAG}=individual_dot)"
     assert users["XLA_FLAGS"] == f"{xla_cpu.FLAG}=individual_dot --xla_cpu_enable_fast_math=false"  # untouched
