@@ -154,3 +154,15 @@ def test_unknown_model_name_lists_the_known_ones():
         models.get_model("resnet21", 10)
     for name in models.MODEL_BUILDERS:
         assert name in str(info.value)
+
+
+def test_max_pool_gradient_matches_jax_where_windows_have_one_maximum():
+    """The pool's custom gradient is jnp.max's (to the window's maximum) for untied windows, also on odd sizes."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 3))  # continuous values: no ties
+    reference = lambda v: v[:, :6, :6].reshape(2, 3, 2, 3, 2, 3).max(axis=(2, 4))
+    weights = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 3, 3))
+    loss = lambda pool: lambda v: jnp.sum(pool(v) * weights)
+    chex.assert_trees_all_close(models.max_pool_2x2(x), reference(x))
+    chex.assert_trees_all_close(jax.grad(loss(models.max_pool_2x2))(x), jax.grad(loss(reference))(x))
+    grad = jax.grad(loss(models.max_pool_2x2))(x)
+    assert int(jnp.sum(grad != 0)) == weights.size and float(jnp.abs(grad[:, 6]).max()) == 0.0  # odd row dropped
