@@ -91,7 +91,8 @@ def main(argv=None) -> None:
                               dtype=dtype, profile_dir=args.profile)
                 print(f"{r['model']:>10} batch {r['batch_size']} {r['label_mode']:>11} {dtype:>8} jitter "
                       f"{r['adversarial_jitter']}: train {r['train_images_per_second']:.0f} images/s, predict "
-                      f"{r['predict_images_per_second']:.0f} images/s ({r['steps']} steps)")
+                      f"{r['predict_images_per_second']:.0f} images/s ({r['steps']} steps, "
+                      f"{r['train_images_per_second'] / r['batch_size']:.1f} train steps/s)")
     if args.profile:
         print(f"trace written under {args.profile} (tensorboard --logdir {args.profile}, or ui.perfetto.dev)")
 

@@ -432,10 +432,11 @@ def _run_steps(step_fn: Callable, args: list, count: int, bar) -> list:
     """Dispatches `count` steps (args[0], the replicated state, is threaded through); returns their metrics,
     fetched to the host, which waits until the last step has finished."""
     pending = []
-    for _ in range(count):
-        args[0], metrics = step_fn(*args)
-        pending.append(metrics)
-        bar.update(1)
+    with jax.transfer_guard_host_to_device("disallow"):  # every argument already lives on the devices
+        for _ in range(count):
+            args[0], metrics = step_fn(*args)
+            pending.append(metrics)
+            bar.update(1)
     return jax.device_get(pending)
 
 

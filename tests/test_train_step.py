@@ -1,5 +1,7 @@
 """The pmapped train step: 4 devices give what 1 device gives on the same global batch; it compiles once."""
 
+import types
+
 import chex
 import jax
 import numpy as np
@@ -144,3 +146,15 @@ def test_piecewise_schedule_drops_at_half_and_three_quarters_of_training(warmup_
     assert float(schedule(0)) == pytest.approx(0.0 if warmup_epochs else 0.1)
     if warmup_epochs:
         assert float(schedule(10)) == pytest.approx(0.05)
+
+
+def test_the_step_loop_refuses_host_to_device_copies():
+    """Per step only the call crosses from the host: an argument still on the host is an error, not a copy."""
+    add_one = jax.pmap(lambda x: x + 1)
+    on_devices = train.replicate(np.zeros(2, np.float32), devices=jax.local_devices()[:1])
+    bar = types.SimpleNamespace(update=lambda n: None)
+    args = [on_devices]
+    train._run_steps(lambda x: (add_one(x), {"loss": x}), args, 2, bar)
+    np.testing.assert_array_equal(np.asarray(args[0]), [[2.0, 2.0]])
+    with pytest.raises(Exception, match="host-to-device"):
+        train._run_steps(lambda x: (add_one(np.asarray(x)), {}), [np.zeros((1, 2), np.float32)], 1, bar)
