@@ -1,6 +1,8 @@
-"""Checkpoints on disk (orbax): mid-generation training state, finished generations, and the workdir's recorded config.
+"""Checkpoints on disk (orbax): mid-generation training state, finished generations; the workdir's recorded config
+and its lock (one run at a time).
 
 Layout of a workdir:
+  run.lock                                  locked by the run that uses the workdir (host, pid, start, command)
   config.json                               the configuration (and a data fingerprint) the workdir was made with
   checkpoints/training/generation_K/<step>/ full training state of generation K (the newest few steps)
   checkpoints/finished/<K>/                 generation K's variables, soft labels, val/test probs and metrics
@@ -9,11 +11,15 @@ Layout of a workdir:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import socket
+import sys
+import time
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -29,12 +35,18 @@ KEEP_TRAINING_CHECKPOINTS = 2  # the newest and one to fall back to if the newes
 GROWABLE = ("generations",)
 # What a run writes into its workdir: removed by --overwrite (nothing else in the folder is touched).
 RUN_FILES = (CONFIG_FILE, "results.json", "results.md", "labels_summary.npz", "log.txt")
+# Held (flock) by the run writing into a workdir; names its host and pid for a second run that finds it held.
+LOCK_FILE = "run.lock"
 # Written into each finished step's folder: every file's size and SHA-256, checked before orbax reads it.
 MANIFEST = "lr_jax_files.json"
 
 
 class CheckpointError(RuntimeError):
     """A workdir or checkpoint that cannot be used; the message names the folder and what to do."""
+
+
+class WorkdirInUse(CheckpointError):
+    """Another run holds the workdir's lock; the message names its host and process id."""
 
 
 def training_dir(workdir: str, generation: int) -> str:
@@ -123,16 +135,71 @@ def _check_files(step_dir: str) -> None:
             raise CheckpointError(f"{relative} has changed since it was saved")
 
 
+class _HeldRecords(logging.Filter):
+    """Holds back the log records of a logger (orbax logs a failed write from each of its threads, traceback
+    included); `release()` hands them on to the logger's handlers as they would have gone."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__()
+        self.logger, self.records = logger, []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        self.records.append(record)
+        return False
+
+    def release(self) -> None:
+        for record in self.records:
+            self.logger.handle(record)
+
+
+def _orbax_save(manager, step: int, args) -> None:
+    """manager.save(step, args) to the end; a failed write (disk full, ...) raises results.WriteError naming the
+    step's folder and the newest step kept, after removing what it left (the same happens when a manager next
+    opens the folder) and without orbax's per-thread tracebacks; any other error is raised as it is."""
+    absl_logger = logging.getLogger("absl")
+    held = _HeldRecords(absl_logger)
+    absl_logger.addFilter(held)
+    try:
+        # force: we decide when to save (orbax would skip a step below the newest, e.g. a recomputed generation).
+        manager.save(step, args=args, force=True)
+        manager.wait_until_finished()
+    except Exception as error:
+        reason = results.write_failure(error)
+        if reason is None:
+            held.release()
+            raise
+        raise results.WriteError(f"cannot write the checkpoint {_step_dir(manager, step)}: {reason}; "
+                                 f"{_kept(manager, step)}") from None
+    finally:
+        absl_logger.removeFilter(held)
+    held.release()
+
+
+def _kept(manager, failed_step: int) -> str:
+    """What a failed save leaves: the steps saved before it (its partial temporary folder removed)."""
+    import jax
+
+    directory = str(manager.directory)
+    if jax.process_count() == 1 and os.path.isdir(directory):  # with several, others may still be writing
+        import shutil
+
+        for name in os.listdir(directory):
+            if name.startswith(f"{failed_step}.orbax-checkpoint-tmp"):
+                shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    steps = [step for step in manager.all_steps() if step != failed_step]
+    return f"the newest step kept there is {max(steps)}" if steps else "no earlier step was saved there"
+
+
 def _save(manager, step: int, arrays: dict, record: dict) -> None:
     """Saves `arrays` (a tree of host arrays) and the JSON `record` (plus the arrays' digest) as `step`, then
     the file manifest of the finished step."""
     import orbax.checkpoint as ocp
 
     record = dict(record, digest=tree_digest(arrays))
-    # force: we decide when to save (orbax would skip a step below the newest, e.g. a recomputed generation).
-    manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays), record=ocp.args.JsonSave(record)),
-                 force=True)
-    manager.wait_until_finished()
+    _orbax_save(manager, step, ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                                  record=ocp.args.JsonSave(record)))
     if distributed.is_main_process():
         step_dir = _step_dir(manager, step)
         results.write_json_atomic(os.path.join(step_dir, MANIFEST), _file_manifest(step_dir))
@@ -368,3 +435,95 @@ def prepare_workdir(workdir: str, record: dict, overwrite: bool, log: Callable[[
         results.write_json_atomic(os.path.join(workdir, CONFIG_FILE), record)
     distributed.barrier("prepare_workdir")
     return resuming
+
+
+def _lock_holder(fd: int) -> str:
+    """The holder a lock file records ('process 123 on host h (since ..., command ...)'), as well as it can."""
+    try:
+        holder = json.loads(os.pread(fd, 1 << 16, 0).decode() or "null")
+        return (f"process {holder['pid']} on host {holder['host']} (since {holder['started']}; command: "
+                f"{holder['command']})")
+    except (OSError, ValueError, TypeError, KeyError):
+        return "a process that has not recorded its host and pid yet"
+
+
+def _acquire(path: str) -> int:
+    """An open descriptor of `path` holding its exclusive flock (the kernel drops it when the process ends, also
+    on SIGKILL), with this process's host and pid written into it; WorkdirInUse if another process holds it."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise WorkdirInUse(
+                f"--workdir {os.path.dirname(path)} is in use by another run: {holder}. Wait for it to end or stop "
+                f"it, or use another --workdir (lock file {path})"
+            ) from None
+        opened = os.fstat(fd)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+            break
+        os.close(fd)  # its holder removed the file after we opened it: lock the file now at `path`
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+    except OSError:  # e.g. a full disk: the lock holds all the same; a second run cannot name this one
+        pass
+    return fd
+
+
+def _created_folders(workdir: str) -> list[str]:
+    """The folders os.makedirs(workdir) would create, deepest first."""
+    created, folder = [], os.path.abspath(workdir)
+    while not os.path.exists(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    return created
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+    """Within: this run alone uses `workdir` (created if needed). Process 0 takes an OS lock on workdir/run.lock
+    that no other run, with or without --overwrite, can take while this one lives and that ends with the process
+    (a crash or SIGKILL leaves no stale lock); every process learns whether it got it. A second run meets
+    WorkdirInUse naming this one's host and pid. On the way out the lock file is removed, and so is the workdir
+    if this run created it and wrote nothing else into it (e.g. its data were refused)."""
+    import jax
+
+    created, fd, refused = _created_folders(workdir), None, None
+    path = os.path.join(workdir, LOCK_FILE)
+    if distributed.is_main_process():
+        try:
+            os.makedirs(workdir, exist_ok=True)
+            fd = _acquire(path)
+        except WorkdirInUse as error:
+            refused = error
+        except OSError as error:
+            refused = CheckpointError(f"--workdir {workdir}: cannot create its lock file {path} ({error})")
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        locked = int(multihost_utils.broadcast_one_to_all(np.int32(refused is None)))
+        refused = refused or (None if locked else CheckpointError(
+            f"--workdir {workdir}: process 0 could not lock it (see its error); another run may be using it"))
+    if refused is not None:
+        raise refused
+    try:
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # while still locked: a run that opened the file meanwhile sees it is gone
+            os.close(fd)
+            for folder in created:
+                if os.path.isdir(folder) and not os.listdir(folder):
+                    os.rmdir(folder)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lr_jax import checkpoints, losses, train
+from lr_jax import checkpoints, interrupt, losses, train
 from lr_jax.config import Config, RunOptions
 from lr_jax.data import Splits
 from lr_jax.models import get_model
@@ -253,7 +253,9 @@ def run_chain(
     The label array is an explicit value threaded through the loop: `targets` for the next generation is the
     `soft_labels` array this generation predicted on the un-augmented training images. With `workdir`, each
     finished generation is saved under it (and reloaded instead of retrained on a rerun), and training
-    checkpoints (every `run.checkpoint_every` steps) let an interrupted generation continue from its last one."""
+    checkpoints (every `run.checkpoint_every` steps) let an interrupted generation continue from its last one.
+    A stop request (see lr_jax.interrupt) ends the chain with `interrupt.Interrupted`, naming the generation and
+    step and holding the generations finished so far; before a generation starts, it ends it without training."""
     run = run or RunOptions()
     chain = list(finished or [])
     if not chain and config.refinery_workdir:
@@ -261,6 +263,7 @@ def run_chain(
     targets = chain[-1].soft_labels if chain else ground_truth_targets(splits, config)
     context = None  # built when the first generation needs training: a fully reloaded chain needs no devices
     store = checkpoints.open_manager(checkpoints.finished_dir(workdir)) if workdir else None
+    gen = len(chain) + 1
     try:
         for gen in range(len(chain) + 1, config.generations + 1):
             saved = checkpoints.restore_generation(store, gen, log) if store is not None else None
@@ -268,6 +271,8 @@ def run_chain(
                 result = generation_from_saved(gen, *saved)
                 log(f"generation {gen}/{config.generations}: reloaded from {store.directory}/{gen} (not retrained)")
             else:
+                if interrupt.should_stop():  # a request that came in while the data were read or labels predicted
+                    raise interrupt.Interrupted(interrupt.requested() or interrupt.AGREED)
                 log(f"generation {gen}/{config.generations}: training {model_for_generation(config, gen)} on "
                     f"{'ground truth' if not chain else 'labels of generation ' + str(chain[-1].generation)}")
                 context = context or make_context(config, splits, run)
@@ -286,6 +291,9 @@ def run_chain(
             if on_generation is not None and saved is None:
                 on_generation(result, chain)
             targets = result.soft_labels
+    except interrupt.Interrupted as stop:
+        stop.generation, stop.finished = stop.generation or gen, list(chain)
+        raise
     finally:
         if store is not None:
             store.close()

@@ -58,22 +58,48 @@ def present_metrics(rows: Sequence[dict]) -> list[tuple[str, str, str]]:
     return [metric for metric in METRICS if any(row.get(metric[0]) is not None for row in rows)]
 
 
+class WriteError(OSError):
+    """A file or checkpoint of the run could not be written (full disk, quota, read-only or failing file system);
+    the message names the path and what was kept."""
+
+
+def write_failure(error: BaseException) -> Optional[str]:
+    """'<strerror> (errno N)' when `error`, or an error it was raised from, is an operating-system error: from
+    Python (OSError) or from TensorStore, orbax's array writer (its message ends with [os_error_code='N']); None
+    for any other error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        code = error.errno if isinstance(error, OSError) else None
+        match = re.search(r"os_error_code='?(\d+)", str(error))
+        code = code or (int(match.group(1)) if match else None)
+        if code:
+            return f"{os.strerror(code)} (errno {code})"
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def write_atomic(path: str, write: Callable[[Any], None], binary: bool = False) -> None:
     """Calls `write(file)` on a temporary file in `path`'s folder, then renames it over `path`; on any error
-    the temporary file is removed and `path` is left as it was."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    the temporary file is removed and `path` is left as it was. A failed write (disk full, ...) raises
+    WriteError naming `path`."""
+    folder, tmp = os.path.dirname(os.path.abspath(path)), None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        reason = None if isinstance(error, WriteError) else write_failure(error)
+        if reason is None:
+            raise
+        kept = "the previous file is kept" if os.path.exists(path) else "it did not exist before"
+        raise WriteError(f"cannot write {path}: {reason}; {kept}") from None
 
 
 def write_json_atomic(path: str, payload: Any) -> None:

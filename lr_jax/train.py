@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from lr_jax import augment, checkpoints, losses
+from lr_jax import augment, checkpoints, interrupt, losses
 from lr_jax.config import Config
 from lr_jax.models import AXIS  # the pmap axis name; BatchNorm statistics and gradients are averaged over it
 
@@ -321,6 +322,11 @@ def epoch_order(key: jax.Array, epoch: int, num_examples: int) -> np.ndarray:
     return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), num_examples), np.int32)
 
 
+Interrupted = interrupt.Interrupted  # raised by train_generation when asked to stop
+# Steps left unfinished on the devices while the host dispatches more (see _run_steps).
+IN_FLIGHT_STEPS = 3
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training diverged; the message names the step, the loss, and the last good checkpoint kept."""
 
@@ -428,16 +434,67 @@ def _close_epoch(progress: Progress, plan: LoopPlan, log) -> None:
         f"{entry['accuracy']:.4f}, {entry['images_per_second']:.0f} images/s")
 
 
-def _run_steps(step_fn: Callable, args: list, count: int, bar) -> list:
-    """Dispatches `count` steps (args[0], the replicated state, is threaded through); returns their metrics,
-    fetched to the host, which waits until the last step has finished."""
+def _run_steps(step_fn: Callable, args: list, count: int, bar, should_stop: Callable[[], bool]) -> tuple[list, bool]:
+    """Dispatches up to `count` steps (args[0], the replicated state, is threaded through); returns their
+    metrics, fetched to the host (which waits until the last step has finished), and whether it stopped early
+    because `should_stop()` said so before a step.
+
+    At most IN_FLIGHT_STEPS steps are left unfinished while more are dispatched: enough to keep the devices
+    busy, few enough that the host, and so a stop request, is never more than a few steps ahead of them."""
     pending = []
-    with jax.transfer_guard_host_to_device("disallow"):  # every argument already lives on the devices
-        for _ in range(count):
+    for _ in range(count):
+        if should_stop():
+            return jax.device_get(pending), True
+        with jax.transfer_guard_host_to_device("disallow"):  # every argument already lives on the devices
             args[0], metrics = step_fn(*args)
-            pending.append(metrics)
-            bar.update(1)
-    return jax.device_get(pending)
+        pending.append(metrics)
+        if len(pending) > IN_FLIGHT_STEPS:
+            jax.block_until_ready(pending[-IN_FLIGHT_STEPS - 1])
+        bar.update(1)
+    return jax.device_get(pending), False
+
+
+def _timed_steps(step_fn: Callable, args: list, count: int, bar, should_stop, progress: Progress, plan: LoopPlan,
+                 first_call: bool) -> tuple[list, bool]:
+    """`_run_steps` with its time booked in `progress`: a first call's first step (which compiles the step, or
+    finds it compiled) as overhead, the others as training compute of the current epoch."""
+    fetched, stopped = [], False
+    if first_call:
+        start = time.perf_counter()
+        fetched, stopped = _run_steps(step_fn, args, 1, bar, should_stop)
+        progress.overhead_seconds["compile"] += time.perf_counter() - start
+    if stopped:
+        return fetched, stopped
+    start = time.perf_counter()
+    timed, stopped = _run_steps(step_fn, args, count - len(fetched), bar, should_stop)
+    seconds = time.perf_counter() - start
+    progress.train_seconds += seconds
+    progress.epoch_seconds += seconds
+    progress.epoch_images += len(timed) * plan.global_batch
+    return fetched + timed, stopped
+
+
+def _sync(args: list, fetched: list, first_step: int, key, plan: LoopPlan, progress: Progress, last_saved: int,
+          manager, log, bar) -> int:
+    """After the steps `fetched` (from first_step on): checks their losses and the state, closes a finished
+    epoch and saves a training checkpoint; returns the step last saved."""
+    end = first_step + len(fetched)
+    sync_start = time.perf_counter()
+    _account(progress, fetched, first_step, plan, last_saved, manager)
+    host_state = unreplicate(args[0])
+    if not _all_finite(variables_of(host_state)) or not _all_finite(host_state.opt_state):
+        raise _diverged(end, "non-finite parameters after a finite loss", plan, last_saved, manager)
+    progress.step = end
+    if end % plan.steps_per_epoch == 0:
+        bar.close()
+        _close_epoch(progress, plan, log)
+    save_start = time.perf_counter()
+    progress.overhead_seconds["sync"] += save_start - sync_start
+    if manager is None:
+        return last_saved
+    checkpoints.save_training(manager, end, flax.serialization.to_state_dict(host_state), key, progress.to_record())
+    progress.overhead_seconds["checkpoint"] += time.perf_counter() - save_start
+    return end
 
 
 def train_generation(
@@ -451,6 +508,7 @@ def train_generation(
     log: Callable[[str], None] = print,
     progress_bar: bool = True,
     devices: Optional[Sequence] = None,
+    should_stop: Callable[[], bool] = interrupt.should_stop,
 ) -> tuple[TrainState, dict]:
     """Trains `state` for `plan.epochs` epochs with `step_fn` (from `make_train_step`) on `data` (from
     `device_data`, already on the local devices, or on `devices`); returns the unreplicated state and its
@@ -461,7 +519,9 @@ def train_generation(
     `checkpoint_dir`, the full training state is saved every `plan.checkpoint_every` steps and at each epoch
     end, and training resumes from the newest readable checkpoint: the data order derives from (key, epoch)
     and augmentation from (key, step), so the step number is all the data-order state there is. A non-finite
-    loss (or state) stops training with NonFiniteLossError before anything non-finite is saved.
+    loss (or state) stops training with NonFiniteLossError before anything non-finite is saved. When
+    `should_stop()` (asked before every step) says so, the steps dispatched are finished, the state is saved
+    there and `interrupt.Interrupted` is raised.
     """
     manager = (checkpoints.open_manager(checkpoint_dir, checkpoints.KEEP_TRAINING_CHECKPOINTS)
                if checkpoint_dir else None)
@@ -477,36 +537,17 @@ def train_generation(
             if bar is None or batch == 0:
                 args[2] = rep(epoch_order(data_key, epoch, data.images.shape[1]))
                 bar = _progress_bar(plan, epoch, batch, progress_bar)
-            first_step, end = progress.step, plan.next_sync(progress.step)
-            fetched = []
-            if first_call:  # the first call compiles the step (or finds it compiled): timed apart from training
-                start = time.perf_counter()
-                fetched = _run_steps(step_fn, args, 1, bar)
-                progress.overhead_seconds["compile"] += time.perf_counter() - start
-                first_call = False
-            timed_steps = end - first_step - len(fetched)
-            start = time.perf_counter()
-            fetched += _run_steps(step_fn, args, timed_steps, bar)
-            seconds = time.perf_counter() - start
-            progress.train_seconds += seconds
-            progress.epoch_seconds += seconds
-            progress.epoch_images += timed_steps * plan.global_batch
-            sync_start = time.perf_counter()
-            _account(progress, fetched, first_step, plan, last_saved, manager)
-            host_state = unreplicate(args[0])
-            if not _all_finite(variables_of(host_state)) or not _all_finite(host_state.opt_state):
-                raise _diverged(end, "non-finite parameters after a finite loss", plan, last_saved, manager)
-            progress.step = end
-            if end % plan.steps_per_epoch == 0:
+            first_step = progress.step
+            fetched, stopped = _timed_steps(step_fn, args, plan.next_sync(first_step) - first_step, bar,
+                                            should_stop, progress, plan, first_call)
+            first_call = False
+            if fetched:
+                last_saved = _sync(args, fetched, first_step, key, plan, progress, last_saved, manager, log, bar)
+            if stopped:
                 bar.close()
-                _close_epoch(progress, plan, log)
-            save_start = time.perf_counter()
-            progress.overhead_seconds["sync"] += save_start - sync_start
-            if manager is not None:
-                checkpoints.save_training(manager, end, flax.serialization.to_state_dict(host_state), key,
-                                          progress.to_record())
-                last_saved = end
-                progress.overhead_seconds["checkpoint"] += time.perf_counter() - save_start
+                where = os.path.join(str(manager.directory), str(last_saved)) if manager and last_saved else None
+                raise interrupt.Interrupted(interrupt.requested() or interrupt.AGREED, progress.step,
+                                            plan.total_steps, where if last_saved == progress.step else None)
         final_state = unreplicate(args[0])
     finally:
         if manager is not None:

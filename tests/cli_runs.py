@@ -20,24 +20,61 @@ RUN_FLAGS = (
     "--eval_batch_size", "16", "--checkpoint_every", "3", "--no_progress",
 )
 STEPS_PER_GENERATION = 10
-# Kills the process (SIGKILL, as a preempted machine would) just before the Nth train step runs.
-KILLING_WRAPPER = """
-import os, signal, sys
-from lr_jax import train
+# Runs the CLI with `act(action)` called just before the Nth train step: the step loop is then exactly there.
+#   SIGKILL / SIGTERM / SIGINT: sends itself that signal (SIGKILL: as a preempted machine would end it);
+#   pause:FILE: writes FILE, then waits (at most 120 s) until a stop is requested, e.g. by the test's signal;
+#   hold:FILE: writes FILE, then waits (at most 120 s) whatever happens, until a signal ends the process;
+#   sleep:S: sleeps S seconds (lets a preemption notice reach every process);
+#   no_space: from now on every write that extends a file fails (RLIMIT_FSIZE 0: EFBIG), as on a full disk;
+#   fill:FILE: fills FILE's file system (a small tmpfs) with FILE until a write fails: ENOSPC from now on.
+# Several actions may be given as A+B. With --process_id set, acts only in the process named by TARGET_PROCESS.
+STEP_HOOK_WRAPPER = """
+import os, resource, signal, sys, time
+from lr_jax import interrupt, train
 from lr_jax.experiments import runner
-kill_before_call = int(sys.argv[1])
+at_call, actions, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+target = os.environ.get("TARGET_PROCESS")
+process = argv[argv.index("--process_id") + 1] if "--process_id" in argv else None
+
+def wait(path, until):
+    open(path, "w").close()
+    deadline = time.time() + 120
+    while time.time() < deadline and not until():
+        time.sleep(0.02)
+
+def act(action):
+    name, _, arg = action.partition(":")
+    if name.startswith("SIG"):
+        os.kill(os.getpid(), getattr(signal, name))
+    elif name in ("pause", "hold"):
+        wait(arg, (lambda: interrupt.requested() is not None) if name == "pause" else (lambda: False))
+    elif name == "sleep":
+        time.sleep(float(arg))
+    elif name == "no_space":
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+    elif name == "fill":
+        try:
+            with open(arg, "wb") as f:
+                while True:
+                    f.write(bytes(1 << 16))
+                    f.flush()
+        except OSError:
+            pass
+
 make_train_step = train.make_train_step
 calls = [0]
 def counting(*key):
     step = make_train_step(*key)
     def run_step(*args):
         calls[0] += 1
-        if calls[0] == kill_before_call:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if calls[0] == at_call and (target is None or process is None or process == target):
+            for action in actions.split("+"):
+                act(action)
         return step(*args)
     return run_step
 train.make_train_step = counting
-runner.main("cifar10", sys.argv[2:])
+runner.main("cifar10", argv)
 """
 
 
@@ -66,14 +103,21 @@ def subprocess_env(devices: int = 4) -> dict:
     return env
 
 
-def run_cli(args, timeout: float = 240, kill_before_call: int | None = None, devices: int = 4):
-    """Runs `python -m lr_jax.experiments.cifar10 args` (or the killing wrapper); returns the CompletedProcess."""
-    if kill_before_call is None:
-        command = [sys.executable, "-m", "lr_jax.experiments.cifar10", *map(str, args)]
-    else:
-        command = [sys.executable, "-c", KILLING_WRAPPER, str(kill_before_call), *map(str, args)]
-    return subprocess.run(command, env=subprocess_env(devices), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+def cli_command(args, at_call: int | None = None, action: str | None = None) -> list:
+    """`python -m lr_jax.experiments.cifar10 args`, or the step-hook wrapper acting before the `at_call`th step."""
+    if at_call is None:
+        return [sys.executable, "-m", "lr_jax.experiments.cifar10", *map(str, args)]
+    return [sys.executable, "-c", STEP_HOOK_WRAPPER, str(at_call), action, *map(str, args)]
+
+
+def run_cli(args, timeout: float = 240, kill_before_call: int | None = None, devices: int = 4,
+            at_call: int | None = None, action: str | None = None):
+    """Runs the CLI (SIGKILLed before step `kill_before_call`, or with `action` before step `at_call`); returns
+    the CompletedProcess."""
+    if kill_before_call is not None:
+        at_call, action = kill_before_call, "SIGKILL"
+    return subprocess.run(cli_command(args, at_call, action), env=subprocess_env(devices), capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO_ROOT)
 
 
 def saved_generation(workdir, generation: int) -> dict:

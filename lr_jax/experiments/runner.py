@@ -10,8 +10,10 @@ import time
 from typing import Optional, Sequence
 
 from lr_jax import config as config_lib
-from lr_jax import checkpoints, distributed, refinery, results, train
+from lr_jax import checkpoints, distributed, interrupt, refinery, results, train
 from lr_jax.data import DataError, class_counts, load_dataset, make_splits
+
+WRITE_ERROR_STATUS = 74  # sysexits.h EX_IOERR: a checkpoint or result file could not be written
 
 HELP = {
     "data_dir": "dataset folder or archive: CIFAR-10 python/binary version, SVHN .mat files, IDX files, or an "
@@ -81,7 +83,9 @@ def make_logger(workdir: Optional[str], enabled: bool = True, earlier: Optional[
     """Prints each line and appends it to workdir/log.txt once the workdir exists (only where `enabled`).
 
     Lines logged while the workdir does not exist yet are kept in `earlier` (when given) and written first
-    by the next logger that has a workdir, so the data-reading lines reach log.txt too."""
+    by the next logger that has a workdir, so the data-reading lines reach log.txt too. Where log.txt cannot
+    be written (a full disk, ...), lines go to the terminal only, with one warning."""
+    failed = []
 
     def log(line: str, echo: bool = True) -> None:
         if not enabled:
@@ -92,20 +96,63 @@ def make_logger(workdir: Optional[str], enabled: bool = True, earlier: Optional[
             if earlier is not None:
                 earlier.append(line)
             return
-        with open(os.path.join(workdir, "log.txt"), "a") as f:
-            if earlier:
-                f.write("".join(earlier_line + "\n" for earlier_line in earlier))
-                earlier.clear()
-            f.write(line + "\n")
+        if failed:
+            return
+        try:
+            with open(os.path.join(workdir, "log.txt"), "a") as f:
+                f.write("".join(earlier_line + "\n" for earlier_line in earlier or ()) + line + "\n")
+        except OSError as error:
+            failed.append(error)
+            print(f"warning: cannot append to {os.path.join(workdir, 'log.txt')} ({error}); lines go to the "
+                  f"terminal only", file=sys.stderr, flush=True)
+            return
+        if earlier:
+            earlier.clear()
 
     return log
 
 
+def _read_data(config, options, log):
+    """(data, splits, description) from --data_dir or TFDS, checked; the description is logged."""
+    data = load_dataset(config.dataset, options.data_dir, svhn_extra=config.svhn_extra, cache_dir=options.cache_dir,
+                        log=log, tfds_data_dir=options.tfds_data_dir)
+    splits = make_splits(data, config.val_size, config.train_size, config.seed)
+    train_counts = class_counts(splits.train_labels, splits.num_classes)
+    description = (
+        f"{data.source}: {len(splits.train_labels)} train / {len(splits.val_labels)} validation / "
+        f"{0 if splits.test_labels is None else len(splits.test_labels)} test images of shape "
+        f"{data.image_shape}, {splits.num_classes} classes"
+    )
+    log(description)
+    log(f"train images per class: {dict(zip(splits.class_names, train_counts))}")
+    return data, splits, description
+
+
+def _dataset_info(data, splits, description: str) -> dict:
+    import jax
+
+    return {
+        "description": description,
+        "source": data.source,
+        "class_names": list(splits.class_names),
+        "num_train": int(len(splits.train_labels)),
+        "num_val": int(len(splits.val_labels)),
+        "num_test": None if splits.test_labels is None else int(len(splits.test_labels)),
+        "devices": jax.device_count(),
+        "processes": jax.process_count(),
+        "platform": jax.devices()[0].platform,
+    }
+
+
 def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
-    """Parses flags, reads and checks the data (before anything is written), runs the chain, writes results.
+    """Parses flags, locks --workdir, reads and checks the data (before anything is written), runs the chain,
+    writes results.
 
     A rerun with the same --workdir resumes: finished generations are reloaded, an interrupted one continues
-    from its last checkpoint. With several processes, process 0 alone writes results and logs."""
+    from its last checkpoint. With several processes, process 0 alone writes results and logs. While it runs,
+    SIGTERM and SIGINT stop it cleanly (lr_jax.interrupt): the state is saved at the next step, results of the
+    finished generations are written and interrupt.Interrupted says where it stopped; a second run on the same
+    --workdir meets checkpoints.WorkdirInUse."""
     parser = build_parser(dataset)
     args = vars(parser.parse_args(argv))
     progress = not args.pop("no_progress")
@@ -118,25 +165,20 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
         train.check_batch_divides(config.batch_size, jax.device_count())
     except ValueError as error:
         parser.error(str(error))
-    main_process = distributed.is_main_process()
-    early_lines: list = []  # logged before the workdir exists; written into its log.txt later
-    log = make_logger(None, main_process, early_lines)
-    start = time.perf_counter()
-    data = load_dataset(config.dataset, options.data_dir, svhn_extra=config.svhn_extra, cache_dir=options.cache_dir,
-                        log=log, tfds_data_dir=options.tfds_data_dir)
-    splits = make_splits(data, config.val_size, config.train_size, config.seed)
-    data_seconds = time.perf_counter() - start
-    train_counts = class_counts(splits.train_labels, splits.num_classes)
-    description = (
-        f"{data.source}: {len(splits.train_labels)} train / {len(splits.val_labels)} validation / "
-        f"{0 if splits.test_labels is None else len(splits.test_labels)} test images of shape "
-        f"{data.image_shape}, {splits.num_classes} classes"
-    )
-    log(description)
-    log(f"train images per class: {dict(zip(splits.class_names, train_counts))}")
+    with interrupt.stop_on_signals(), checkpoints.workdir_lock(options.workdir):
+        return _run_locked(config, options, overwrite, progress)
 
+
+def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
+    """`run` once the workdir is this run's: data, workdir check, chain, results."""
     import jax
 
+    main_process = distributed.is_main_process()
+    early_lines: list = []  # logged before the workdir is prepared; written into its log.txt later
+    log = make_logger(None, main_process, early_lines)
+    start = time.perf_counter()
+    data, splits, description = _read_data(config, options, log)
+    data_seconds = time.perf_counter() - start
     record = checkpoints.run_record(dataclasses.asdict(config), splits)
     resuming = checkpoints.prepare_workdir(options.workdir, record, overwrite, log)
     log = make_logger(options.workdir, main_process, early_lines)
@@ -146,17 +188,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
         earlier_wall_seconds = results.previous_wall_seconds(options.workdir)
     log(f"devices: {jax.device_count()} x {jax.devices()[0].platform} in {jax.process_count()} process(es); "
         f"config: {dataclasses.asdict(config)}; run options: {dataclasses.asdict(options)}")
-    dataset_info = {
-        "description": description,
-        "source": data.source,
-        "class_names": list(splits.class_names),
-        "num_train": int(len(splits.train_labels)),
-        "num_val": int(len(splits.val_labels)),
-        "num_test": None if splits.test_labels is None else int(len(splits.test_labels)),
-        "devices": jax.device_count(),
-        "processes": jax.process_count(),
-        "platform": jax.devices()[0].platform,
-    }
+    dataset_info = _dataset_info(data, splits, description)
 
     trained_now = []  # metrics of the generations this invocation trained (not reloaded)
 
@@ -177,7 +209,12 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     try:
         chain = refinery.run_chain(config, splits, log=log, progress=progress and main_process, on_generation=save,
                                    workdir=options.workdir, run=options)
-    except (train.NonFiniteLossError, checkpoints.CheckpointError) as error:
+    except interrupt.Interrupted as stop:
+        if stop.finished:
+            save(None, stop.finished)  # this invocation's time too, for the resumed run's wall time
+        log(str(stop), echo=False)  # main() prints it
+        raise
+    except (train.NonFiniteLossError, checkpoints.CheckpointError, results.WriteError) as error:
         log(f"error: {error}", echo=False)  # main() prints it
         raise
     save(None, chain)  # also when every generation was reloaded
@@ -189,11 +226,23 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
 
 
 def main(dataset: str, argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point: clear one-line errors for bad input, unusable workdirs and diverged training, no tracebacks.
+    """Entry point: clear one-line errors for bad input, unusable workdirs, failed writes and diverged training,
+    no tracebacks.
 
-    Exit status 2: bad input or workdir; 3: training diverged (non-finite loss)."""
+    Exit status 2: bad input or workdir (also: another run uses --workdir); 3: training diverged (non-finite
+    loss); 74 (sysexits EX_IOERR): a checkpoint or result could not be written (full disk, ...), what was saved
+    before is kept; 75 (interrupt.EXIT_STATUS, EX_TEMPFAIL): stopped by SIGTERM or SIGINT after saving, the same
+    command resumes; 128 + N (as shells report it): killed by a second signal N, nothing saved after the last
+    checkpoint."""
     try:
         run(dataset, argv)
+    except interrupt.Interrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(interrupt.EXIT_STATUS)
+    except results.WriteError as error:
+        print(f"error: {error}. Free some space (or fix the file system) and rerun the same command: it resumes "
+              f"from what was kept", file=sys.stderr)
+        sys.exit(WRITE_ERROR_STATUS)
     except (DataError, FileNotFoundError, checkpoints.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
