@@ -54,7 +54,7 @@ class RunOptions:
     tfds_data_dir: Optional[str] = None  # where TFDS keeps prepared data; None: TFDS_DATA_DIR or ~/tensorflow_datasets
     cache_dir: Optional[str] = None  # keep decoded --data_dir arrays here for faster re-reads; None: no cache
     preset: Optional[str] = None  # where the defaults came from (the resolved values are in Config)
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 256  # prediction batch: on CPU 256 predicted 1.05-1.4x faster than 1000 (cache)
     checkpoint_every: int = 500  # steps between mid-generation checkpoints (0: only at epoch ends)
     coordinator_address: Optional[str] = None  # host:port of process 0, for a multi-process run
     num_processes: Optional[int] = None
