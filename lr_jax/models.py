@@ -207,12 +207,11 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
 def get_model(name: str, num_classes: int, dtype: Any = jnp.float32) -> nn.Module:
     """Builds the registered model `name`; unknown names raise a ValueError listing the known ones.
 
-    Equal arguments give the same (immutable) module: a TrainState holds `model.apply` as static data, and
-    bound methods of two equal modules compare unequal, which would recompile the train step per generation."""
+    A TrainState holds `model.apply` as static data, and bound methods of two equal modules compare unequal:
+    build a model once and reuse it (refinery.ChainContext does, per chain) where states must share a step."""
     if name not in MODEL_BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODEL_BUILDERS))}")
     return MODEL_BUILDERS[name](num_classes=num_classes, dtype=dtype)

@@ -80,8 +80,8 @@ def evaluate_generation(
 
 @dataclasses.dataclass
 class ChainContext:
-    """What every generation of one chain shares, built once: the training split on the devices, and the
-    compiled functions and optimizer of each architecture (so generations with equal settings reuse them)."""
+    """What every generation of one chain shares, built once: the training split on the devices, and each
+    architecture's model, compiled functions and the optimizer (so generations with equal settings reuse them)."""
 
     config: Config
     splits: Splits
@@ -91,7 +91,7 @@ class ChainContext:
     programs: dict = dataclasses.field(default_factory=dict)
 
     def program(self, name: str, build: Callable):
-        """The program called `name`, built by `build()` the first time it is asked for."""
+        """The model, function or optimizer called `name`, built by `build()` the first time it is asked for."""
         if name not in self.programs:
             self.programs[name] = build()
         return self.programs[name]
@@ -110,7 +110,8 @@ def make_context(config: Config, splits: Splits, run: RunOptions) -> ChainContex
 
 
 def _model(context: ChainContext, name: str):
-    return get_model(name, context.splits.num_classes, train.compute_dtype(context.config.dtype))
+    build = lambda: get_model(name, context.splits.num_classes, train.compute_dtype(context.config.dtype))
+    return context.program(f"model {name}", build)
 
 
 def _init(context: ChainContext, name: str) -> Callable:

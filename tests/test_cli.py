@@ -87,6 +87,9 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
         sum(row["overhead_seconds"]["predict"] for row in rows))
     assert timing["other_seconds"] >= 0 and timing["data_seconds"] > 0
     assert timing["wall_over_train"] == pytest.approx(timing["session_wall_seconds"] / timing["train_seconds"])
+    from lr_jax import xla_cpu
+
+    assert results["dataset"]["xla_cpu_path"] == xla_cpu.EIGEN  # the tests run with lr_jax's default path
     assert (workdir / "labels_summary.npz").exists() and (workdir / "log.txt").exists()
 
 

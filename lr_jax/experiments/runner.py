@@ -10,7 +10,7 @@ import time
 from typing import Optional, Sequence
 
 from lr_jax import config as config_lib
-from lr_jax import checkpoints, distributed, interrupt, refinery, results, train
+from lr_jax import checkpoints, distributed, interrupt, refinery, results, train, xla_cpu
 from lr_jax.data import DataError, class_counts, load_dataset, make_splits
 
 WRITE_ERROR_STATUS = 74  # sysexits.h EX_IOERR: a checkpoint or result file could not be written
@@ -141,6 +141,7 @@ def _dataset_info(data, splits, description: str) -> dict:
         "devices": jax.device_count(),
         "processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
+        "xla_cpu_path": xla_cpu.path(),
     }
 
 
