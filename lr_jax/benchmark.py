@@ -9,7 +9,8 @@ import argparse
 import contextlib
 import os
 import time
-from typing import Optional
+import types
+from typing import Callable, Optional
 
 import jax
 import numpy as np
@@ -19,16 +20,14 @@ from lr_jax.config import Config
 from lr_jax.models import get_model
 
 
-def _timed(function, steps: int, profile_dir: Optional[str] = None) -> float:
-    """Seconds for `steps` calls of `function` after one untimed warm-up call (compilation); with
-    `profile_dir`, the timed calls are traced there."""
-    jax.block_until_ready(function())
+def _timed(run: Callable[[int], object], steps: int, profile_dir: Optional[str] = None) -> float:
+    """Seconds for `run(steps)` (which must wait for its results) after an untimed `run(1)` (compilation);
+    with `profile_dir`, the timed run is traced there."""
+    run(1)
     tracing = jax.profiler.trace(profile_dir, create_perfetto_trace=True) if profile_dir else contextlib.nullcontext()
     with tracing:
         start = time.perf_counter()
-        for _ in range(steps - 1):
-            function()
-        jax.block_until_ready(function())
+        run(steps)
         return time.perf_counter() - start
 
 
@@ -55,15 +54,16 @@ def benchmark(model_name: str, batch_size: int, steps: int, label_mode: str = "p
     args = [train.replicate(state), data, train.replicate(np.arange(num_images, dtype=np.int32)),
             train.replicate(jax.random.PRNGKey(1)), variables if options.uses_refinery else None]
 
-    def one_step():
-        args[0], metrics = step_fn(*args)
-        return metrics
-
-    train_seconds = _timed(one_step, steps, profile_dir)
+    # The training loop's own step runner: it keeps at most train.IN_FLIGHT_STEPS steps queued (hundreds in
+    # flight can stall XLA:CPU's collectives on simulated devices) and fetches the metrics at the end.
+    no_bar = types.SimpleNamespace(update=lambda count: None)
+    train_seconds = _timed(lambda count: train._run_steps(step_fn, args, count, no_bar, lambda: False), steps,
+                           profile_dir)
     predict_fn = train.make_predict(model)
     batch = train.replicate(np.asarray(mean)), train.replicate(np.asarray(std))
     shards = images[:batch_size].reshape(devices, batch_size // devices, *images.shape[1:])
-    predict_seconds = _timed(lambda: predict_fn(variables, shards, *batch), steps)
+    predict_seconds = _timed(lambda count: jax.block_until_ready([predict_fn(variables, shards, *batch)
+                                                                  for _ in range(count)]), steps)
     return {"model": model_name, "batch_size": batch_size, "devices": devices, "label_mode": label_mode,
             "adversarial_jitter": adversarial_jitter, "dtype": dtype, "steps": steps,
             "train_images_per_second": steps * batch_size / train_seconds,
