@@ -22,4 +22,5 @@ for name in precomputed online online_train_bn resnet20_refinery jitter kd_t2_gt
   python -m lr_jax.experiments.cifar10 "${common[@]}" ${variants[$name]} --workdir "$runs/$name" \
     >> "$runs.log" 2>&1
 done
-python -m lr_jax.report "$runs"/* --out "${runs}_report"
+# Paired differences against the precomputed chain (the folders come in alphabetical order, jitter first).
+python -m lr_jax.report "$runs"/* --out "${runs}_report" --reference "$runs/precomputed"

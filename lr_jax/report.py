@@ -1,4 +1,5 @@
-"""Aggregates runs over seeds into per-generation tables (Markdown, CSV) and PNG plots: `python -m lr_jax.report`."""
+"""Aggregates runs over seeds into per-generation tables (Markdown, CSV), seed-paired differences against
+generation 1 with confidence intervals, and PNG plots: `python -m lr_jax.report`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
+import scipy.stats
 
 from lr_jax import config as config_lib
 from lr_jax import results
@@ -25,6 +27,11 @@ ACCURACIES = (("val_accuracy", "validation"), ("test_accuracy", "test"))
 PLOTS = ("accuracy", "train_vs_test", "label_examples", "label_entropy")  # <out>/<name>.png, in this order
 LABEL_SUMMARY = "labels_summary.npz"
 LABEL_SUMMARY_KEYS = ("images", "labels", "class_names", "probs", "entropies", "generations")
+# Runs are paired only when these (results.json section, key) are equal: the same seed (hence the same validation
+# split and generation-1 initialisation) and the same data.
+PAIRING_KEYS = (("config", "seed"), ("config", "train_size"), ("config", "val_size"),
+                ("dataset", "num_train"), ("dataset", "num_val"), ("dataset", "num_test"))
+CONFIDENCE = 0.95
 
 
 class Stat(NamedTuple):
@@ -32,6 +39,16 @@ class Stat(NamedTuple):
 
     mean: float
     std: Optional[float]
+    n: int
+
+
+class Difference(NamedTuple):
+    """Mean of n paired differences and its CONFIDENCE interval from Student's t with n - 1 degrees of freedom
+    (low and high None for n = 1)."""
+
+    mean: float
+    low: Optional[float]
+    high: Optional[float]
     n: int
 
 
@@ -47,12 +64,16 @@ class Configuration:
     settings: dict  # the run config without NOT_SETTINGS
     runs: list[Run]  # sorted by seed
     rows: list[dict]  # per generation: {"generation": g, "seeds": n, <metric>: Stat or None}
+    # Held-out accuracy (held_out_key) minus generation 1's, per generation: of the same run ("own"), and of the
+    # reference configuration's run with the same seed and data ("reference"; absent for the reference itself).
+    paired: dict[str, dict[int, Difference]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class Report:
     dataset: str
     configurations: list[Configuration]
+    reference: int = 0  # index of the configuration whose generation 1 the "reference" differences subtract
 
 
 # Reading runs.
@@ -170,9 +191,61 @@ def generation_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def aggregate(workdirs: Sequence[str]) -> Report:
+def difference(values: list) -> Optional[Difference]:
+    """Difference (mean and CONFIDENCE interval) of paired differences; None when there are none."""
+    summary = stat(values)
+    if summary is None:
+        return None
+    if summary.std is None:
+        return Difference(mean=summary.mean, low=None, high=None, n=1)
+    half_width = float(scipy.stats.t.ppf(0.5 + CONFIDENCE / 2, summary.n - 1) * summary.std / np.sqrt(summary.n))
+    return Difference(mean=summary.mean, low=summary.mean - half_width, high=summary.mean + half_width, n=summary.n)
+
+
+def pairing_of(run: Run) -> tuple:
+    """The values of PAIRING_KEYS: runs pair when these are equal."""
+    return tuple((run.payload.get(section) or {}).get(key) for section, key in PAIRING_KEYS)
+
+
+def paired_differences(pairs: list[tuple[Run, Run]], key: str) -> dict[int, Difference]:
+    """Per generation g: the mean over pairs (run, partner) of the run's `key` at g minus the partner's at
+    generation 1, over the pairs that have both; a run paired with itself skips its generation 1."""
+    by_generation: dict[int, list[float]] = {}
+    for run, partner in pairs:
+        base = next((row.get(key) for row in partner.payload["generations"] if row["generation"] == 1), None)
+        for row in run.payload["generations"]:
+            if base is None or row.get(key) is None or (run is partner and row["generation"] == 1):
+                continue
+            by_generation.setdefault(row["generation"], []).append(row[key] - base)
+    return {g: difference(values) for g, values in sorted(by_generation.items())}
+
+
+def pair_configurations(configurations: list[Configuration], reference: int) -> None:
+    """Fills each configuration's `paired`: every run against its own generation 1, and (all but the reference)
+    against the reference configuration's run with the same PAIRING_KEYS; runs without such a partner are left out."""
+    partners = {pairing_of(run): run for run in configurations[reference].runs}
+    for index, configuration in enumerate(configurations):
+        key = held_out_key(configuration)
+        configuration.paired = {"own": paired_differences([(run, run) for run in configuration.runs], key)}
+        if index != reference:
+            pairs = [(run, partners[pairing_of(run)]) for run in configuration.runs if pairing_of(run) in partners]
+            configuration.paired["reference"] = paired_differences(pairs, key)
+
+
+def reference_index(configurations: list[Configuration], reference: Optional[str]) -> int:
+    """Index of the configuration that holds run folder `reference` (default: the first configuration)."""
+    if reference is None:
+        return 0
+    for index, configuration in enumerate(configurations):
+        if any(os.path.realpath(run.workdir) == os.path.realpath(reference) for run in configuration.runs):
+            return index
+    raise ValueError(f"--reference {reference}: not one of the run folders given")
+
+
+def aggregate(workdirs: Sequence[str], reference: Optional[str] = None) -> Report:
     """Reads every run, groups runs that differ only by seed into configurations (in order of first appearance),
-    and computes per-generation mean and std over seeds. All runs must be of one dataset."""
+    computes per-generation mean and std over seeds, and paired differences (pair_configurations) against the
+    configuration of run folder `reference` (default: the first configuration). All runs must be of one dataset."""
     if not workdirs:
         raise ValueError("no run folders given")
     runs = [load_run(w) for w in workdirs]
@@ -199,7 +272,9 @@ def aggregate(workdirs: Sequence[str]) -> Report:
                       rows=generation_rows(group))
         for label, settings, group in zip(labels, all_settings, groups.values())
     ]
-    return Report(dataset=datasets.pop(), configurations=configurations)
+    index = reference_index(configurations, reference)
+    pair_configurations(configurations, index)
+    return Report(dataset=datasets.pop(), configurations=configurations, reference=index)
 
 
 # Tables.
@@ -238,6 +313,35 @@ def headline_table(report: Report, key: str) -> Optional[str]:
     return "\n".join(lines)
 
 
+BASELINES = (("own", "gen 1 of the same run"), ("reference", "reference gen 1, same seed"))  # Configuration.paired
+
+
+def format_difference(value: Optional[Difference]) -> str:
+    """'-1.88 [-3.10, -0.66] (3)': mean difference in points, its CONFIDENCE interval, pairs; '-' when missing."""
+    if value is None:
+        return "-"
+    text = results.format_metric(value.mean, "points")
+    if value.low is not None:
+        text += f" [{results.format_metric(value.low, 'points')}, {results.format_metric(value.high, 'points')}]"
+    return f"{text} ({value.n})"
+
+
+def paired_table(report: Report) -> Optional[str]:
+    """One row per configuration and baseline (BASELINES) with paired differences, generations as columns; None
+    when there are none (a single generation of a single configuration, or no held-out accuracy)."""
+    generations = sorted({row["generation"] for c in report.configurations for row in c.rows})
+    lines = ["| configuration | held-out | minus | " + " | ".join(f"gen {g}" for g in generations) + " |",
+             "|---|---|---|" + "---|" * len(generations)]
+    for configuration in report.configurations:
+        held_out = dict(ACCURACIES)[held_out_key(configuration)]
+        for baseline, text in BASELINES:
+            cells = configuration.paired.get(baseline)
+            if cells:
+                lines.append(f"| {configuration.label} | {held_out} | {text} | "
+                             + " | ".join(format_difference(cells.get(g)) for g in generations) + " |")
+    return "\n".join(lines) if len(lines) > 2 else None
+
+
 def configuration_table(configuration: Configuration) -> str:
     """One row per generation; metrics missing from every run are left out."""
     columns = results.present_metrics(configuration.rows)
@@ -256,8 +360,27 @@ def settings_line(settings: dict) -> str:
     return ", ".join(f"{k}={_format_value(settings[k])}" for k in keys if settings.get(k) is not None)
 
 
+def paired_section(report: Report) -> list[str]:
+    """The Markdown lines of the paired differences: heading, what they are, and paired_table; none without it."""
+    table = paired_table(report)
+    if table is None:
+        return []
+    return ["", "## Paired differences", "",
+            "Held-out accuracy (test where a configuration has a test split, else validation) minus generation "
+            f"1's, in percentage points: the mean over pairs of runs, its {CONFIDENCE:.0%} confidence interval "
+            "from Student's t with n - 1 degrees of freedom in brackets (none for a single pair), and the number "
+            "of pairs n in parentheses. \"gen 1 of the same run\": each run's generation k minus its own "
+            "generation 1 (trained on ground truth, on the same split). \"reference gen 1, same seed\": each "
+            "run's generation k minus generation 1 of the reference configuration's run with the same seed and "
+            "the same data (seed, train_size, val_size and the number of train, validation and test images "
+            "equal), so the same split and generation-1 initialisation; runs without such a partner are left "
+            f"out. Reference: {report.configurations[report.reference].label}.",
+            "", table]
+
+
 def markdown_report(report: Report) -> str:
-    """The whole Markdown document: headline tables, one table per configuration, and the list of runs."""
+    """The whole Markdown document: paired differences, headline tables, one table per configuration, and the list
+    of runs."""
     total = sum(len(c.runs) for c in report.configurations)
     out = [
         f"# Label Refinery: {report.dataset}",
@@ -269,6 +392,7 @@ def markdown_report(report: Report) -> str:
         "training images matches the argmax of the labels it trained on (ground truth for generation 1, so there "
         "it is the train accuracy; the previous generation's labels after that).",
     ]
+    out += paired_section(report)
     for key, name in ACCURACIES:
         table = headline_table(report, key)
         if table is not None:
@@ -295,20 +419,32 @@ def markdown_report(report: Report) -> str:
 
 
 def csv_report(report: Report) -> str:
-    """One line per configuration and generation: seeds, then <metric>_mean and <metric>_std for every metric."""
+    """One line per configuration and generation: seeds, then <metric>_mean and <metric>_std for every metric; then
+    the paired differences of that generation (as fractions, like the means): held_out (the accuracy compared),
+    minus_<baseline>_gen1_mean, _low, _high (the CONFIDENCE interval; empty for one pair) and _n for each of
+    BASELINES, and reference_configuration (empty where a difference is missing)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["dataset", "configuration", "generation", "seeds"]
     for key, _, _ in results.METRICS:
         header += [f"{key}_mean", f"{key}_std"]
-    writer.writerow(header)
+    header.append("held_out")
+    for baseline, _ in BASELINES:
+        header += [f"minus_{baseline}_gen1_{part}" for part in ("mean", "low", "high", "n")]
+    writer.writerow(header + ["reference_configuration"])
     for configuration in report.configurations:
         for row in configuration.rows:
             line = [report.dataset, configuration.label, row["generation"], row["seeds"]]
             for key, _, _ in results.METRICS:
                 value = row[key]
                 line += ["", ""] if value is None else [repr(value.mean), "" if value.std is None else repr(value.std)]
-            writer.writerow(line)
+            line.append(held_out_key(configuration))
+            for baseline, _ in BASELINES:
+                value = configuration.paired.get(baseline, {}).get(row["generation"])
+                line += ["", "", "", ""] if value is None else [
+                    repr(value.mean), "" if value.low is None else repr(value.low),
+                    "" if value.high is None else repr(value.high), value.n]
+            writer.writerow(line + [report.configurations[report.reference].label])
     return buffer.getvalue()
 
 
@@ -474,11 +610,13 @@ def plot_label_entropy(report: Report, path: str) -> Optional[str]:
 # Everything at once.
 
 
-def write_report(workdirs: Sequence[str], out: str, examples_workdir: Optional[str] = None) -> dict[str, str]:
+def write_report(workdirs: Sequence[str], out: str, examples_workdir: Optional[str] = None,
+                 reference: Optional[str] = None) -> dict[str, str]:
     """Tables and the four plots (PLOTS) into `out`; returns {name: path}. Plot 3 shows `examples_workdir` (default:
     the first run, in the order given, that has labels_summary.npz); plots 3 and 4 are skipped when no run has one,
-    plot 1 when no run has validation or test accuracy."""
-    report = aggregate(workdirs)
+    plot 1 when no run has validation or test accuracy. Paired differences are against the configuration of run
+    folder `reference` (default: the first configuration)."""
+    report = aggregate(workdirs, reference)
     paths = write_tables(report, out)
     if examples_workdir is None:
         examples_workdir = next((w for w in workdirs if os.path.exists(os.path.join(w, LABEL_SUMMARY))), None)
@@ -509,14 +647,19 @@ def display_report(paths: dict[str, str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lr_jax.report",
-        description="Aggregates refinery runs (their --workdir folders) over seeds: per-generation tables "
-        "(summary.md, summary.csv) and plots (accuracy.png, train_vs_test.png, label_examples.png, "
-        "label_entropy.png). Runs whose settings differ only by --seed form one configuration.",
+        description="Aggregates refinery runs (their --workdir folders) over seeds: per-generation tables and "
+        "seed-paired differences with 95% confidence intervals (summary.md, summary.csv) and plots (accuracy.png, "
+        "train_vs_test.png, label_examples.png, label_entropy.png). Runs whose settings differ only by --seed form "
+        "one configuration.",
     )
     parser.add_argument("workdirs", nargs="+", help="run folders, each holding results.json")
     parser.add_argument("--out", required=True, help="folder for the tables and plots")
     parser.add_argument("--examples", default=None,
                         help="run folder whose labels_summary.npz is drawn in label_examples.png (default: the first)")
+    parser.add_argument("--reference", default=None,
+                        help="a run folder (one of those given) whose configuration is the reference of the paired "
+                        "differences: other configurations' runs minus its generation 1 of the same seed (default: "
+                        "the configuration of the first run folder)")
     return parser
 
 
@@ -524,7 +667,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
     """Entry point: one-line errors for bad input instead of tracebacks."""
     args = build_parser().parse_args(argv)
     try:
-        paths = write_report(args.workdirs, args.out, args.examples)
+        paths = write_report(args.workdirs, args.out, args.examples, args.reference)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

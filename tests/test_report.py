@@ -1,4 +1,5 @@
-"""lr_jax.report: grouping over seeds, mean/std tables against hand-computed numbers, plots, and bad input."""
+"""lr_jax.report: grouping over seeds, mean/std tables against hand-computed numbers, paired differences with
+confidence intervals against scipy's one-sample t test, plots, and bad input."""
 
 import csv
 import dataclasses
@@ -7,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from lr_jax import config as config_lib
 from lr_jax import report, results
@@ -27,13 +29,15 @@ def generation_row(generation, val, test=None, train=None, entropy=0.5):
     }
 
 
-def write_run(workdir, rows, dataset="cifar10", generations=2, summary_images=None, **settings):
-    """A run folder written by results.write_results (and write_label_summary when summary_images is given)."""
+def write_run(workdir, rows, dataset="cifar10", generations=2, summary_images=None, num_train=1000, **settings):
+    """A run folder written by results.write_results (and write_label_summary when summary_images is given);
+    `num_train` is the dataset's training images as the run reported them."""
     values = dict(model="small_cnn", generations=generations, workdir=str(workdir))
     values.update(settings)
     config = config_lib.Config(dataset=dataset, **{k: v for k, v in values.items() if k in config_lib.CONFIG_FIELDS})
     run_options = config_lib.RunOptions(**{k: v for k, v in values.items() if k in config_lib.RUN_OPTION_FIELDS})
-    info = {"description": "synthetic", "class_names": CLASSES, "devices": 4, "platform": "cpu"}
+    info = {"description": "synthetic", "class_names": CLASSES, "devices": 4, "platform": "cpu",
+            "num_train": num_train, "num_val": config.val_size, "num_test": None}
     payload = results.results_payload(config, run_options, info, rows, len(rows) == generations, 12.5)
     results.write_results(str(workdir), payload)
     if summary_images is not None:
@@ -243,3 +247,99 @@ def test_runs_without_validation_or_test_skip_the_accuracy_plot(tmp_path):
     paths = report.write_report([run], str(tmp_path / "out"))
     assert "accuracy" not in paths and not (tmp_path / "out" / "accuracy.png").exists()
     assert_png_drawn(paths["train_vs_test"])
+
+
+@pytest.fixture
+def paired_runs(tmp_path):
+    """The reference chain (seeds 0, 1, 2) and three configurations to pair with it by seed and data:
+
+    reference: generation 1 at 0.80, 0.82, 0.84 and generation 2 at 0.79, 0.80, 0.81 -> own differences -1, -2, -3
+    points. Label smoothing: seed 0 0.81 (+1 point), seed 1 0.84 (+2), seed 2 on other data (num_train 999), seed 5
+    without a partner -> 2 pairs. Temperature 2: seed 1 only, 0.85 then 0.86 -> +3 and +4 points against the
+    reference's 0.82, +1 against its own generation 1. val_size 100: other data for every seed -> no pair with the
+    reference, +10 points against its own generation 1."""
+    return {
+        "reference": [write_run(tmp_path / f"ref{seed}", [generation_row(1, g1), generation_row(2, g2)], seed=seed)
+                      for seed, g1, g2 in ((0, 0.80, 0.79), (1, 0.82, 0.80), (2, 0.84, 0.81))],
+        "smoothing": [write_run(tmp_path / f"ls{seed}", [generation_row(1, g1)], seed=seed, generations=1,
+                                label_smoothing=0.1, num_train=num_train)
+                      for seed, g1, num_train in ((0, 0.81, 1000), (1, 0.84, 1000), (2, 0.70, 999), (5, 0.60, 1000))],
+        "temperature": [write_run(tmp_path / "t1", [generation_row(1, 0.85), generation_row(2, 0.86)], seed=1,
+                                  temperature=2.0)],
+        "other_data": [write_run(tmp_path / "v0", [generation_row(1, 0.5), generation_row(2, 0.6)], seed=0,
+                                 val_size=100)],
+    }
+
+
+def t_interval(differences):
+    """Mean and 95% confidence interval of `differences` from scipy's one-sample t test (independent of report)."""
+    interval = scipy.stats.ttest_1samp(differences, 0.0).confidence_interval(0.95)
+    return float(np.mean(differences)), float(interval.low), float(interval.high)
+
+
+def test_paired_differences_pair_by_seed_and_data(paired_runs):
+    summary = report.aggregate([w for runs in paired_runs.values() for w in runs])
+    reference, smoothing, temperature, other_data = summary.configurations
+    assert summary.reference == 0
+    # Within the reference chain: generation 2 minus generation 1 of the same run, -1, -2, -3 points.
+    mean, low, high = t_interval([-0.01, -0.02, -0.03])
+    half_width = scipy.stats.t.ppf(0.975, 2) * 0.01 / 3**0.5  # by hand: sample std of -1, -2, -3 points is 1 point
+    assert (mean, high - mean) == pytest.approx((-0.02, half_width))
+    assert reference.paired == {"own": {2: pytest.approx(report.Difference(mean, low, high, 3))}}
+    # Across configurations: seed 2 (other data) and seed 5 (no reference run) are left out.
+    mean, low, high = t_interval([0.01, 0.02])
+    assert smoothing.paired == {"own": {}, "reference": {1: pytest.approx(report.Difference(mean, low, high, 2))}}
+    assert temperature.paired["own"] == {2: pytest.approx(report.Difference(0.01, None, None, 1))}
+    assert temperature.paired["reference"] == {1: pytest.approx(report.Difference(0.03, None, None, 1)),
+                                               2: pytest.approx(report.Difference(0.04, None, None, 1))}
+    assert other_data.paired == {"own": {2: pytest.approx(report.Difference(0.1, None, None, 1))}, "reference": {}}
+
+
+def test_paired_differences_in_markdown_and_csv(paired_runs, tmp_path):
+    paths = report.write_tables(report.aggregate([w for runs in paired_runs.values() for w in runs]),
+                                str(tmp_path / "out"))
+    with open(paths["markdown"]) as f:
+        text = f.read()
+    assert text.index("## Paired differences") < text.index("## Validation accuracy per generation")
+    assert "Reference: small_cnn, precomputed, val_size=5000." in text
+    mean, low, high = t_interval([-0.01, -0.02, -0.03])
+    assert (f"| small_cnn, precomputed, val_size=5000 | validation | gen 1 of the same run | - | "
+            f"-2.00 [{100 * low:+.2f}, {100 * high:+.2f}] (3) |") in text
+    mean, low, high = t_interval([0.01, 0.02])
+    assert (f"| small_cnn, precomputed, label smoothing 0.1 | validation | reference gen 1, same seed | "
+            f"+1.50 [{100 * low:+.2f}, {100 * high:+.2f}] (2) | - |") in text
+    assert ("| small_cnn, precomputed, temperature 2 | validation | reference gen 1, same seed | +3.00 (1) | "
+            "+4.00 (1) |") in text
+    assert "| small_cnn, precomputed, val_size=100 | validation | gen 1 of the same run | - | +10.00 (1) |" in text
+    assert "val_size=100 | validation | reference" not in text  # no pair, no row
+    with open(paths["csv"]) as f:
+        rows = {(r["configuration"], r["generation"]): r for r in csv.DictReader(f)}
+    row = rows["small_cnn, precomputed, label smoothing 0.1", "1"]
+    assert (row["held_out"], row["minus_reference_gen1_n"], row["minus_own_gen1_mean"]) == ("val_accuracy", "2", "")
+    assert [float(row[f"minus_reference_gen1_{part}"]) for part in ("mean", "low", "high")] == pytest.approx(
+        [mean, low, high])
+    row = rows["small_cnn, precomputed, temperature 2", "2"]
+    assert float(row["minus_own_gen1_mean"]) == pytest.approx(0.01)
+    assert (row["minus_own_gen1_low"], row["minus_own_gen1_high"], row["minus_own_gen1_n"]) == ("", "", "1")
+    assert {r["reference_configuration"] for r in rows.values()} == {"small_cnn, precomputed, val_size=5000"}
+
+
+def test_reference_option_picks_the_configuration(paired_runs, tmp_path, capsys):
+    workdirs = [w for runs in paired_runs.values() for w in runs]
+    smoothing_seed1 = paired_runs["smoothing"][1]
+    summary = report.aggregate(workdirs, reference=smoothing_seed1)
+    assert summary.reference == 1 and "reference" not in summary.configurations[1].paired
+    # The chain's generations minus label smoothing's generation 1: seeds 0 and 1 pair (seed 2's data differ).
+    mean, low, high = t_interval([-0.01, -0.02])
+    assert summary.configurations[0].paired["reference"][1] == pytest.approx(report.Difference(mean, low, high, 2))
+    mean, low, high = t_interval([-0.02, -0.04])
+    assert summary.configurations[0].paired["reference"][2] == pytest.approx(report.Difference(mean, low, high, 2))
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([*workdirs, "--out", str(tmp_path / "out"), "--reference", str(tmp_path / "elsewhere")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: --reference {tmp_path / 'elsewhere'}: not one of the run folders given\n"
+
+
+def test_a_single_generation_of_one_configuration_has_no_paired_table(tmp_path):
+    run = write_run(tmp_path / "one", [generation_row(1, 0.5)], generations=1)
+    assert "Paired differences" not in report.markdown_report(report.aggregate([run]))
