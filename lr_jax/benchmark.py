@@ -57,7 +57,7 @@ def benchmark(model_name: str, batch_size: int, steps: int, label_mode: str = "p
     # The training loop's own step runner: it keeps at most train.IN_FLIGHT_STEPS steps queued (hundreds in
     # flight can stall XLA:CPU's collectives on simulated devices) and fetches the metrics at the end.
     no_bar = types.SimpleNamespace(update=lambda count: None)
-    train_seconds = _timed(lambda count: train._run_steps(step_fn, args, count, no_bar, lambda: False), steps,
+    train_seconds = _timed(lambda count: train.run_steps(step_fn, args, count, no_bar, lambda: False), steps,
                            profile_dir)
     predict_fn = train.make_predict(model)
     batch = train.replicate(np.asarray(mean)), train.replicate(np.asarray(std))

@@ -99,13 +99,13 @@ class ChainContext:
 
 def make_context(config: Config, splits: Splits, run: RunOptions) -> ChainContext:
     """Copies the training split onto the devices and fixes the step loop's shape for the whole chain."""
-    devices = jax.device_count()  # global: with several processes each computes its own slice of a batch
-    train.check_batch_divides(config.batch_size, devices)
-    steps = train.steps_per_epoch(len(splits.train_images), config.batch_size)
+    # Global device count: with several processes each computes its own slice of a batch. The step options
+    # check the batch against the devices and the data before anything is copied.
+    options = train.step_options(config, jax.device_count(), len(splits.train_images), refined=False)
     data = train.device_data(splits.train_images, splits.train_labels,
                              np.zeros((len(splits.train_labels), splits.num_classes), np.float32),
                              splits.mean, splits.std)
-    plan = train.LoopPlan(config.epochs, steps, config.batch_size, run.checkpoint_every)
+    plan = train.LoopPlan(config.epochs, options.steps_per_epoch, options.global_batch, run.checkpoint_every)
     return ChainContext(config, splits, data, plan, run.eval_batch_size)
 
 

@@ -152,11 +152,12 @@ def library_versions(packages: Sequence[str] = PACKAGES) -> dict:
 
 
 def results_payload(config, run_options, dataset_info: dict, generations: list[dict], complete: bool,
-                    wall_seconds: float, session_wall_seconds: Optional[float] = None):
+                    wall_seconds: float, session_wall_seconds: Optional[float] = None,
+                    timing: Optional[dict] = None):
     """The results.json document: `config` (what defines the results), `run` (where and how it ran), the data,
-    per-generation rows. `wall_seconds` sums every invocation of a resumed run (see `previous_wall_seconds`);
-    `session_wall_seconds` is this invocation's share."""
-    return {
+    per-generation rows, and (when given) `timing` (see `timing_summary`). `wall_seconds` sums every invocation
+    of a resumed run (see `previous_wall_seconds`); `session_wall_seconds` is this invocation's share."""
+    payload = {
         "results_format": RESULTS_FORMAT,
         "config": dataclasses.asdict(config),
         "run": dataclasses.asdict(run_options),
@@ -168,6 +169,9 @@ def results_payload(config, run_options, dataset_info: dict, generations: list[d
         "session_wall_seconds": wall_seconds if session_wall_seconds is None else session_wall_seconds,
         "generations": generations,
     }
+    if timing is not None:
+        payload["timing"] = timing
+    return payload
 
 
 def timing_summary(trained: list[dict], data_seconds: float, session_wall_seconds: float) -> dict:

@@ -323,7 +323,7 @@ def epoch_order(key: jax.Array, epoch: int, num_examples: int) -> np.ndarray:
 
 
 Interrupted = interrupt.Interrupted  # raised by train_generation when asked to stop
-# Steps left unfinished on the devices while the host dispatches more (see _run_steps).
+# Steps left unfinished on the devices while the host dispatches more (see run_steps).
 IN_FLIGHT_STEPS = 3
 
 
@@ -434,7 +434,7 @@ def _close_epoch(progress: Progress, plan: LoopPlan, log) -> None:
         f"{entry['accuracy']:.4f}, {entry['images_per_second']:.0f} images/s")
 
 
-def _run_steps(step_fn: Callable, args: list, count: int, bar, should_stop: Callable[[], bool]) -> tuple[list, bool]:
+def run_steps(step_fn: Callable, args: list, count: int, bar, should_stop: Callable[[], bool]) -> tuple[list, bool]:
     """Dispatches up to `count` steps (args[0], the replicated state, is threaded through); returns their
     metrics, fetched to the host (which waits until the last step has finished), and whether it stopped early
     because `should_stop()` said so before a step.
@@ -456,17 +456,17 @@ def _run_steps(step_fn: Callable, args: list, count: int, bar, should_stop: Call
 
 def _timed_steps(step_fn: Callable, args: list, count: int, bar, should_stop, progress: Progress, plan: LoopPlan,
                  first_call: bool) -> tuple[list, bool]:
-    """`_run_steps` with its time booked in `progress`: a first call's first step (which compiles the step, or
+    """`run_steps` with its time booked in `progress`: a first call's first step (which compiles the step, or
     finds it compiled) as overhead, the others as training compute of the current epoch."""
     fetched, stopped = [], False
     if first_call:
         start = time.perf_counter()
-        fetched, stopped = _run_steps(step_fn, args, 1, bar, should_stop)
+        fetched, stopped = run_steps(step_fn, args, 1, bar, should_stop)
         progress.overhead_seconds["compile"] += time.perf_counter() - start
     if stopped:
         return fetched, stopped
     start = time.perf_counter()
-    timed, stopped = _run_steps(step_fn, args, count - len(fetched), bar, should_stop)
+    timed, stopped = run_steps(step_fn, args, count - len(fetched), bar, should_stop)
     seconds = time.perf_counter() - start
     progress.train_seconds += seconds
     progress.epoch_seconds += seconds

@@ -154,8 +154,8 @@ def test_the_step_loop_refuses_host_to_device_copies():
     on_devices = train.replicate(np.zeros(2, np.float32), devices=jax.local_devices()[:1])
     bar = types.SimpleNamespace(update=lambda n: None)
     args, never = [on_devices], lambda: False
-    _, stopped = train._run_steps(lambda x: (add_one(x), {"loss": x}), args, 2, bar, never)
+    _, stopped = train.run_steps(lambda x: (add_one(x), {"loss": x}), args, 2, bar, never)
     np.testing.assert_array_equal(np.asarray(args[0]), [[2.0, 2.0]])
     assert not stopped
     with pytest.raises(Exception, match="host-to-device"):
-        train._run_steps(lambda x: (add_one(np.asarray(x)), {}), [np.zeros((1, 2), np.float32)], 1, bar, never)
+        train.run_steps(lambda x: (add_one(np.asarray(x)), {}), [np.zeros((1, 2), np.float32)], 1, bar, never)

@@ -203,8 +203,8 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
         complete = len(chain) == config.generations
         session = time.perf_counter() - start
         payload = results.results_payload(config, options, dataset_info, rows, complete,
-                                          earlier_wall_seconds + session, session_wall_seconds=session)
-        payload["timing"] = results.timing_summary(trained_now, data_seconds, session)
+                                          earlier_wall_seconds + session, session_wall_seconds=session,
+                                          timing=results.timing_summary(trained_now, data_seconds, session))
         results.write_results(options.workdir, payload)
 
     try:
