@@ -33,15 +33,19 @@ class Config:
     crop_padding: int = 4
     svhn_extra: bool = False  # SVHN: add the 531k-image `extra` split to training
     # Labels.
-    label_mode: str = "precomputed"  # or "online": the frozen refinery labels every augmented crop
+    label_mode: str = "precomputed"  # or "online": the frozen refinery labels every augmented crop; or
+    # "ground_truth": every generation a fresh model on ground truth (the control: independent models, their ensemble)
     refinery_bn: str = "eval"  # "train": the official code's quirk, refinery BatchNorm on batch statistics
     refinery_model: Optional[str] = None  # an architecture other than `model` for the first refinery
     refinery_workdir: Optional[str] = None  # reuse that run's final generation as the first refinery
+    refinery_generation: Optional[int] = None  # which generation of --refinery_workdir (None: its newest)
     temperature: float = 1.0
     gt_weight: float = 0.0
     label_smoothing: float = 0.0
     adversarial_jitter: float = 0.0  # fraction of each global batch perturbed
     jitter_epsilon: float = 2.0 / 255.0  # L-infinity size of the perturbation, in [0, 1] pixel units
+    # Evaluation.
+    eval_flip: bool = False  # validation/test probabilities averaged over each image and its mirror (not labels)
 
 
 @dataclasses.dataclass
@@ -86,7 +90,7 @@ PRESETS = {
 CHOICES = {
     "schedule": ("cosine", "piecewise"),
     "dtype": ("float32", "bfloat16"),
-    "label_mode": ("precomputed", "online"),
+    "label_mode": ("precomputed", "online", "ground_truth"),
     "refinery_bn": ("eval", "train"),
 }
 
@@ -111,6 +115,14 @@ def validate(config: Config) -> Config:
     for name in ("gt_weight", "label_smoothing", "adversarial_jitter"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"--{name} must lie in [0, 1], got {getattr(config, name)}")
+    if config.label_mode == "ground_truth" and config.refinery_workdir is not None:
+        raise ValueError("--label_mode ground_truth trains every generation on ground truth: it takes no "
+                         "--refinery_workdir")
+    if config.refinery_generation is not None:
+        if config.refinery_workdir is None:
+            raise ValueError("--refinery_generation needs --refinery_workdir")
+        if config.refinery_generation < 1:
+            raise ValueError(f"--refinery_generation must be at least 1, got {config.refinery_generation}")
     if config.dataset not in DATASET_DEFAULTS:
         raise ValueError(f"--dataset={config.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)}")
     return config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -53,3 +55,23 @@ def label_entropy(label_probs: jax.Array) -> jax.Array:
     """Per-row entropy in nats of label distributions."""
     p = jnp.clip(label_probs, 1e-30, 1.0)
     return -jnp.sum(label_probs * jnp.log(p), axis=-1)
+
+
+def smoothed_entropy(label_smoothing: float, num_classes: int) -> float:
+    """Entropy in nats of a one-hot row smoothed by `label_smoothing` over `num_classes` classes."""
+    rest = label_smoothing / num_classes
+    top = 1.0 - label_smoothing + rest
+    terms = [top] + [rest] * (num_classes - 1)
+    return float(-sum(p * math.log(p) for p in terms if p > 0))
+
+
+def smoothing_for_entropy(entropy: float, num_classes: int) -> float:
+    """The label smoothing in [0, 1] whose targets carry `entropy` nats (the entropy-matched control for refined
+    labels of that mean entropy); bisection, as the entropy grows with the smoothing."""
+    if not 0.0 <= entropy <= math.log(num_classes):
+        raise ValueError(f"a label entropy of {entropy} nats is outside [0, log {num_classes}]")
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if smoothed_entropy(middle, num_classes) < entropy else (low, middle)
+    return (low + high) / 2

@@ -179,17 +179,19 @@ class SmallConvNet(nn.Module):
 
     num_classes: int
     widths: Sequence[int] = (32, 64, 128, 256)
+    convs: Sequence[int] = (1, 1, 1, 1)  # conv-BN-ReLU layers per stage
     logit_scale: float = 0.125  # max-pooled features are large; airbench scales its logits likewise
     axis_name: Optional[str] = AXIS
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        for i, width in enumerate(self.widths):
+        for i, (width, convs) in enumerate(zip(self.widths, self.convs)):
             if i > 0:
                 x = max_pool_2x2(x)
-            x = nn.Conv(width, (3, 3), use_bias=False, kernel_init=conv_init, dtype=self.dtype)(x)
-            x = nn.relu(_Norm(self.axis_name, self.dtype)(x, train))
+            for _ in range(convs):
+                x = nn.Conv(width, (3, 3), use_bias=False, kernel_init=conv_init, dtype=self.dtype)(x)
+                x = nn.relu(_Norm(self.axis_name, self.dtype)(x, train))
         x = jnp.max(x, axis=(1, 2))
         logits = nn.Dense(self.num_classes, use_bias=False, dtype=jnp.float32)(x.astype(jnp.float32))
         return logits * self.logit_scale
@@ -203,7 +205,10 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "wrn16_4": functools.partial(WideResNet, 16, 4),
     "wrn28_10": functools.partial(WideResNet, 28, 10),
     "small_cnn": SmallConvNet,
-    "tiny_cnn": functools.partial(SmallConvNet, widths=(8, 16)),
+    "small_cnn_c2": functools.partial(SmallConvNet, convs=(1, 1, 1, 2)),
+    "small_cnn_c3": functools.partial(SmallConvNet, convs=(1, 1, 2, 2)),
+    "small_cnn_w": functools.partial(SmallConvNet, widths=(32, 64, 192, 384)),
+    "tiny_cnn": functools.partial(SmallConvNet, widths=(8, 16), convs=(1, 1)),
 }
 
 

@@ -50,16 +50,18 @@ def model_for_generation(config: Config, generation: int) -> str:
 
 
 def evaluate_generation(
-    gen: int, splits: Splits, soft_labels, val_probs, test_probs, previous: list[Generation]
+    gen: int, config: Config, splits: Splits, soft_labels, val_probs, test_probs, previous: list[Generation]
 ) -> dict:
     """Per-generation metrics: accuracies, the train-minus-validation and train-minus-test gaps (None without
     that split), label statistics, the ensemble. `label_agreement`: how often the argmax of `soft_labels` (this
     generation's softmax on the un-augmented training images) equals the argmax of the labels it trained on:
-    the ground truth for generation 1 (so it equals the train accuracy), else the previous generation's."""
+    the ground truth for generation 1 and in `--label_mode ground_truth` (so it equals the train accuracy), else
+    the previous generation's. The ensemble is the mean of generations 1..gen's validation (test) probabilities."""
     train_accuracy = accuracy(soft_labels, splits.train_labels)
     val_accuracy = accuracy(val_probs, splits.val_labels)
     test_accuracy = accuracy(test_probs, splits.test_labels)
-    teacher_labels = np.argmax(previous[-1].soft_labels, -1) if previous else splits.train_labels
+    refined = previous and config.label_mode != "ground_truth"
+    teacher_labels = np.argmax(previous[-1].soft_labels, -1) if refined else splits.train_labels
     ensemble_val = np.mean([g.val_probs for g in previous] + [val_probs], axis=0)
     ensemble_test = (
         None if test_probs is None else np.mean([g.test_probs for g in previous] + [test_probs], axis=0)
@@ -133,14 +135,19 @@ def _step(context: ChainContext, name: str, refinery_name: Optional[str]) -> tup
 
 
 def predict_all(context: ChainContext, name: str, variables: dict) -> tuple:
-    """(soft labels on the un-augmented training images, validation probs, test probs or None)."""
+    """(soft labels on the un-augmented training images, validation probs, test probs or None). With
+    `--eval_flip`, the validation and test probs are the mean over each image and its mirror image; the soft
+    labels (the next generation's targets) never are."""
     predict_fn = context.program(f"predict {name}", lambda: train.make_predict(_model(context, name)))
     replicated = train.replicate(variables)
     splits = context.splits
     predict = lambda images: train.predict_probs(predict_fn, replicated, images, splits.mean, splits.std,
                                                  context.eval_batch_size)
-    test = None if splits.test_images is None else predict(splits.test_images)
-    return predict(splits.train_images), predict(splits.val_images), test
+    evaluate = predict
+    if context.config.eval_flip:
+        evaluate = lambda images: (predict(images) + predict(images[:, :, ::-1])) / 2
+    test = None if splits.test_images is None else evaluate(splits.test_images)
+    return predict(splits.train_images), evaluate(splits.val_images), test
 
 
 def run_generation(
@@ -159,7 +166,8 @@ def run_generation(
     model_name = model_for_generation(config, gen)
     init_key, train_key = jax.random.split(generation_key(config.seed, gen))
     state = _init(context, model_name)(init_key)
-    refinery_name = previous[-1].model_name if previous else None
+    refined = bool(previous) and config.label_mode != "ground_truth"
+    refinery_name = previous[-1].model_name if refined else None
     step_fn, uses_refinery = _step(context, model_name, refinery_name)
     data = context.data.replace(targets=train.replicate(np.asarray(targets, np.float32)))
     state, stats = train.train_generation(
@@ -171,11 +179,11 @@ def run_generation(
     start = time.perf_counter()
     soft_labels, val_probs, test_probs = predict_all(context, model_name, variables)
     stats["overhead_seconds"]["predict"] = time.perf_counter() - start
-    metrics = evaluate_generation(gen, splits, soft_labels, val_probs, test_probs, previous)
+    metrics = evaluate_generation(gen, config, splits, soft_labels, val_probs, test_probs, previous)
     metrics.update(
         model=model_name,
-        trained_on="ground truth" if not previous else f"generation {previous[-1].generation}",
-        label_mode=config.label_mode if previous else "ground truth",
+        trained_on=f"generation {previous[-1].generation}" if refined else "ground truth",
+        label_mode=config.label_mode if refined else "ground truth",
         train_seconds=stats["train_seconds"],
         images_per_second=stats["images_per_second"],
         overhead_seconds=stats["overhead_seconds"],
@@ -224,11 +232,13 @@ def generation_from_saved(gen: int, arrays: dict, info: dict) -> Generation:
     )
 
 
-def reused_refinery(refinery_workdir: str, splits: Splits, log: Callable[[str], None] = print) -> Generation:
-    """Generation 1 taken from another run (`--refinery_workdir`): its newest finished generation, which must
-    have been trained on the same train/validation split. Its labels start this chain; it is not retrained."""
+def reused_refinery(refinery_workdir: str, splits: Splits, log: Callable[[str], None] = print,
+                    generation: Optional[int] = None) -> Generation:
+    """Generation 1 taken from another run (`--refinery_workdir`): its finished generation `generation`
+    (`--refinery_generation`; default its newest), which must have been trained on the same train/validation
+    split. Its labels start this chain; it is not retrained."""
     checkpoints.check_same_data(refinery_workdir, splits)
-    arrays, info = checkpoints.load_generation(refinery_workdir)
+    arrays, info = checkpoints.load_generation(refinery_workdir, generation)
     source_generation = info["metrics"]["generation"]
     reused = generation_from_saved(1, arrays, info)
     reused.trained_on = f"{info['trained_on']} (reused: {refinery_workdir} generation {source_generation})"
@@ -260,8 +270,10 @@ def run_chain(
     run = run or RunOptions()
     chain = list(finished or [])
     if not chain and config.refinery_workdir:
-        chain = [reused_refinery(config.refinery_workdir, splits, log)]
-    targets = chain[-1].soft_labels if chain else ground_truth_targets(splits, config)
+        chain = [reused_refinery(config.refinery_workdir, splits, log, config.refinery_generation)]
+    ground_truth = ground_truth_targets(splits, config)
+    refined = config.label_mode != "ground_truth"
+    targets = chain[-1].soft_labels if chain and refined else ground_truth
     context = None  # built when the first generation needs training: a fully reloaded chain needs no devices
     store = checkpoints.open_manager(checkpoints.finished_dir(workdir)) if workdir else None
     gen = len(chain) + 1
@@ -275,7 +287,7 @@ def run_chain(
                 if interrupt.should_stop():  # a request that came in while the data were read or labels predicted
                     raise interrupt.Interrupted(interrupt.requested() or interrupt.AGREED)
                 log(f"generation {gen}/{config.generations}: training {model_for_generation(config, gen)} on "
-                    f"{'ground truth' if not chain else 'labels of generation ' + str(chain[-1].generation)}")
+                    f"{'labels of generation ' + str(chain[-1].generation) if chain and refined else 'ground truth'}")
                 context = context or make_context(config, splits, run)
                 checkpoint_dir = checkpoints.training_dir(workdir, gen) if workdir else None
                 try:
@@ -291,7 +303,7 @@ def run_chain(
             chain.append(result)
             if on_generation is not None and saved is None:
                 on_generation(result, chain)
-            targets = result.soft_labels
+            targets = result.soft_labels if refined else ground_truth
     except interrupt.Interrupted as stop:
         stop.generation, stop.finished = stop.generation or gen, list(chain)
         raise

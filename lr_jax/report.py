@@ -64,8 +64,10 @@ class Configuration:
     settings: dict  # the run config without NOT_SETTINGS
     runs: list[Run]  # sorted by seed
     rows: list[dict]  # per generation: {"generation": g, "seeds": n, <metric>: Stat or None}
-    # Held-out accuracy (held_out_key) minus generation 1's, per generation: of the same run ("own"), and of the
-    # reference configuration's run with the same seed and data ("reference"; absent for the reference itself).
+    # Paired differences per generation, one dict per BASELINES name: held-out accuracy (held_out_key) minus
+    # generation 1's of the same run ("own_gen1"), minus generation 1's and generation k's of the reference
+    # configuration's run with the same seed and data ("reference_gen1", "reference_genk"), and the ensemble of
+    # generations 1..k minus the reference run's ("reference_ensemble"); the reference itself has only "own_gen1".
     paired: dict[str, dict[int, Difference]] = dataclasses.field(default_factory=dict)
 
 
@@ -134,13 +136,19 @@ def describe(settings: dict) -> list[str]:
     model = settings.get("model", "?")
     if settings.get("refinery_model"):
         model = f"{settings['refinery_model']} refinery, {model}"
-    parts = [model, str(settings.get("label_mode", "precomputed"))]
+    mode = str(settings.get("label_mode", "precomputed"))
+    if settings.get("generations") == 1 and not settings.get("refinery_workdir"):
+        mode = f"ground truth only, {settings.get('epochs', '?')} epochs"
+    elif mode == "ground_truth":
+        mode = "independent ground-truth models"
+    parts = [model, mode]
     knobs = (
         ("label_smoothing", "label smoothing {}"),
         ("temperature", "temperature {}"),
         ("gt_weight", "ground-truth weight {}"),
         ("adversarial_jitter", "adversarial jitter {}"),
         ("dtype", "{}"),
+        ("refinery_generation", "refinery = its generation {}"),
     )
     for key, text in knobs:
         if key in settings and settings[key] != defaults.get(key):
@@ -149,6 +157,8 @@ def describe(settings: dict) -> list[str]:
         parts.append("refinery BatchNorm in train mode")
     if settings.get("refinery_workdir"):
         parts.append("reused refinery")
+    if settings.get("eval_flip"):
+        parts.append("flip-averaged evaluation")
     return parts
 
 
@@ -207,13 +217,15 @@ def pairing_of(run: Run) -> tuple:
     return tuple((run.payload.get(section) or {}).get(key) for section, key in PAIRING_KEYS)
 
 
-def paired_differences(pairs: list[tuple[Run, Run]], key: str) -> dict[int, Difference]:
+def paired_differences(pairs: list[tuple[Run, Run]], key: str, same_generation: bool = False) -> dict[int, Difference]:
     """Per generation g: the mean over pairs (run, partner) of the run's `key` at g minus the partner's at
-    generation 1, over the pairs that have both; a run paired with itself skips its generation 1."""
+    generation 1 (at g with `same_generation`), over the pairs that have both; a run paired with itself skips its
+    generation 1."""
     by_generation: dict[int, list[float]] = {}
     for run, partner in pairs:
-        base = next((row.get(key) for row in partner.payload["generations"] if row["generation"] == 1), None)
+        partner_rows = {row["generation"]: row.get(key) for row in partner.payload["generations"]}
         for row in run.payload["generations"]:
+            base = partner_rows.get(row["generation"] if same_generation else 1)
             if base is None or row.get(key) is None or (run is partner and row["generation"] == 1):
                 continue
             by_generation.setdefault(row["generation"], []).append(row[key] - base)
@@ -226,10 +238,13 @@ def pair_configurations(configurations: list[Configuration], reference: int) -> 
     partners = {pairing_of(run): run for run in configurations[reference].runs}
     for index, configuration in enumerate(configurations):
         key = held_out_key(configuration)
-        configuration.paired = {"own": paired_differences([(run, run) for run in configuration.runs], key)}
+        configuration.paired = {"own_gen1": paired_differences([(run, run) for run in configuration.runs], key)}
         if index != reference:
             pairs = [(run, partners[pairing_of(run)]) for run in configuration.runs if pairing_of(run) in partners]
-            configuration.paired["reference"] = paired_differences(pairs, key)
+            configuration.paired["reference_gen1"] = paired_differences(pairs, key)
+            configuration.paired["reference_genk"] = paired_differences(pairs, key, same_generation=True)
+            configuration.paired["reference_ensemble"] = paired_differences(pairs, f"ensemble_{key}",
+                                                                            same_generation=True)
 
 
 def reference_index(configurations: list[Configuration], reference: Optional[str]) -> int:
@@ -313,7 +328,12 @@ def headline_table(report: Report, key: str) -> Optional[str]:
     return "\n".join(lines)
 
 
-BASELINES = (("own", "gen 1 of the same run"), ("reference", "reference gen 1, same seed"))  # Configuration.paired
+BASELINES = (  # Configuration.paired: (name, what is subtracted)
+    ("own_gen1", "gen 1 of the same run"),
+    ("reference_gen1", "reference gen 1, same seed"),
+    ("reference_genk", "reference gen k, same seed"),
+    ("reference_ensemble", "ensembles of gens 1..k: this run's minus the reference's, same seed"),
+)
 
 
 def format_difference(value: Optional[Difference]) -> str:
@@ -356,7 +376,7 @@ def configuration_table(configuration: Configuration) -> str:
 def settings_line(settings: dict) -> str:
     keys = ("model", "refinery_model", "generations", "epochs", "batch_size", "learning_rate", "weight_decay",
             "schedule", "augment", "train_size", "val_size", "label_mode", "temperature", "gt_weight",
-            "label_smoothing", "adversarial_jitter", "dtype")
+            "label_smoothing", "adversarial_jitter", "dtype", "eval_flip")
     return ", ".join(f"{k}={_format_value(settings[k])}" for k in keys if settings.get(k) is not None)
 
 
@@ -374,7 +394,11 @@ def paired_section(report: Report) -> list[str]:
             "run's generation k minus generation 1 of the reference configuration's run with the same seed and "
             "the same data (seed, train_size, val_size and the number of train, validation and test images "
             "equal), so the same split and generation-1 initialisation; runs without such a partner are left "
-            f"out. Reference: {report.configurations[report.reference].label}.",
+            "out. \"reference gen k, same seed\": minus the reference run's generation k (the same "
+            "initialisation and data order: generation k's key depends only on the seed and k). \"ensembles\": "
+            "the mean softmax of generations 1..k of this run minus that of the reference run (e.g. a refinery "
+            "chain's generations against as many independently trained ground-truth models). "
+            f"Reference: {report.configurations[report.reference].label}.",
             "", table]
 
 
@@ -421,8 +445,8 @@ def markdown_report(report: Report) -> str:
 def csv_report(report: Report) -> str:
     """One line per configuration and generation: seeds, then <metric>_mean and <metric>_std for every metric; then
     the paired differences of that generation (as fractions, like the means): held_out (the accuracy compared),
-    minus_<baseline>_gen1_mean, _low, _high (the CONFIDENCE interval; empty for one pair) and _n for each of
-    BASELINES, and reference_configuration (empty where a difference is missing)."""
+    minus_<baseline>_mean, _low, _high (the CONFIDENCE interval; empty for one pair) and _n for each of
+    BASELINES (empty where a difference is missing), and reference_configuration."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["dataset", "configuration", "generation", "seeds"]
@@ -430,7 +454,7 @@ def csv_report(report: Report) -> str:
         header += [f"{key}_mean", f"{key}_std"]
     header.append("held_out")
     for baseline, _ in BASELINES:
-        header += [f"minus_{baseline}_gen1_{part}" for part in ("mean", "low", "high", "n")]
+        header += [f"minus_{baseline}_{part}" for part in ("mean", "low", "high", "n")]
     writer.writerow(header + ["reference_configuration"])
     for configuration in report.configurations:
         for row in configuration.rows:

@@ -155,11 +155,11 @@ def test_label_agreement_measures_the_student_against_its_teachers_labels_not_th
     teacher_says = np.eye(CLASSES, dtype=np.float32)[[0, 1, 3, 2]]  # right, right, wrong, wrong
     teacher = types.SimpleNamespace(soft_labels=teacher_says, val_probs=np.eye(CLASSES)[[0, 0]], test_probs=None)
     student = 0.7 * teacher_says + 0.075  # same argmax as the teacher, softer
-    m = refinery.evaluate_generation(2, splits, student, np.eye(CLASSES)[[0, 1]], None, [teacher])
+    m = refinery.evaluate_generation(2, Config(), splits, student, np.eye(CLASSES)[[0, 1]], None, [teacher])
     assert m["label_agreement"] == 1.0 and m["train_accuracy"] == 0.5
     assert m["train_val_gap"] == pytest.approx(0.5 - 1.0) and m["train_test_gap"] is None
     assert m["ensemble_val_accuracy"] == 0.5 and m["ensemble_test_accuracy"] is None
-    first = refinery.evaluate_generation(1, splits, teacher_says, np.eye(CLASSES)[[0, 1]], None, [])
+    first = refinery.evaluate_generation(1, Config(), splits, teacher_says, np.eye(CLASSES)[[0, 1]], None, [])
     assert first["label_agreement"] == first["train_accuracy"] == 0.5  # generation 1 trained on ground truth
 
 

@@ -122,7 +122,7 @@ def test_test_split_columns_and_headline(tmp_path):
     assert report.held_out_key(summary.configurations[0]) == "test_accuracy"
     text = report.markdown_report(summary)
     assert "## Test accuracy per generation" in text
-    assert "| small_cnn, precomputed | 72.00 ± 2.83 (2) |" in text
+    assert "| small_cnn, ground truth only, 30 epochs | 72.00 ± 2.83 (2) |" in text
 
 
 def test_labels_tell_apart_configurations_that_describe_alike(tmp_path):
@@ -285,14 +285,22 @@ def test_paired_differences_pair_by_seed_and_data(paired_runs):
     mean, low, high = t_interval([-0.01, -0.02, -0.03])
     half_width = scipy.stats.t.ppf(0.975, 2) * 0.01 / 3**0.5  # by hand: sample std of -1, -2, -3 points is 1 point
     assert (mean, high - mean) == pytest.approx((-0.02, half_width))
-    assert reference.paired == {"own": {2: pytest.approx(report.Difference(mean, low, high, 3))}}
+    assert reference.paired == {"own_gen1": {2: pytest.approx(report.Difference(mean, low, high, 3))}}
     # Across configurations: seed 2 (other data) and seed 5 (no reference run) are left out.
     mean, low, high = t_interval([0.01, 0.02])
-    assert smoothing.paired == {"own": {}, "reference": {1: pytest.approx(report.Difference(mean, low, high, 2))}}
-    assert temperature.paired["own"] == {2: pytest.approx(report.Difference(0.01, None, None, 1))}
-    assert temperature.paired["reference"] == {1: pytest.approx(report.Difference(0.03, None, None, 1)),
-                                               2: pytest.approx(report.Difference(0.04, None, None, 1))}
-    assert other_data.paired == {"own": {2: pytest.approx(report.Difference(0.1, None, None, 1))}, "reference": {}}
+    first = {1: pytest.approx(report.Difference(mean, low, high, 2))}
+    assert smoothing.paired == {"own_gen1": {}, "reference_gen1": first, "reference_genk": first,
+                                "reference_ensemble": first}
+    assert temperature.paired["own_gen1"] == {2: pytest.approx(report.Difference(0.01, None, None, 1))}
+    assert temperature.paired["reference_gen1"] == {1: pytest.approx(report.Difference(0.03, None, None, 1)),
+                                                    2: pytest.approx(report.Difference(0.04, None, None, 1))}
+    # Generation k against the reference's generation k (0.82 then 0.80): +3 and +6 points; the fixtures'
+    # ensembles equal their generations' accuracies, so the ensemble differences are the same.
+    same_generation = {1: pytest.approx(report.Difference(0.03, None, None, 1)),
+                       2: pytest.approx(report.Difference(0.06, None, None, 1))}
+    assert temperature.paired["reference_genk"] == temperature.paired["reference_ensemble"] == same_generation
+    assert other_data.paired == {"own_gen1": {2: pytest.approx(report.Difference(0.1, None, None, 1))},
+                                 "reference_gen1": {}, "reference_genk": {}, "reference_ensemble": {}}
 
 
 def test_paired_differences_in_markdown_and_csv(paired_runs, tmp_path):
@@ -306,21 +314,25 @@ def test_paired_differences_in_markdown_and_csv(paired_runs, tmp_path):
     assert (f"| small_cnn, precomputed, val_size=5000 | validation | gen 1 of the same run | - | "
             f"-2.00 [{100 * low:+.2f}, {100 * high:+.2f}] (3) |") in text
     mean, low, high = t_interval([0.01, 0.02])
-    assert (f"| small_cnn, precomputed, label smoothing 0.1 | validation | reference gen 1, same seed | "
+    assert (f"| small_cnn, ground truth only, 30 epochs, label smoothing 0.1 | validation | reference gen 1, same seed | "
             f"+1.50 [{100 * low:+.2f}, {100 * high:+.2f}] (2) | - |") in text
     assert ("| small_cnn, precomputed, temperature 2 | validation | reference gen 1, same seed | +3.00 (1) | "
             "+4.00 (1) |") in text
     assert "| small_cnn, precomputed, val_size=100 | validation | gen 1 of the same run | - | +10.00 (1) |" in text
     assert "val_size=100 | validation | reference" not in text  # no pair, no row
+    assert ("| small_cnn, precomputed, temperature 2 | validation | reference gen k, same seed | +3.00 (1) | "
+            "+6.00 (1) |") in text
     with open(paths["csv"]) as f:
         rows = {(r["configuration"], r["generation"]): r for r in csv.DictReader(f)}
-    row = rows["small_cnn, precomputed, label smoothing 0.1", "1"]
+    row = rows["small_cnn, ground truth only, 30 epochs, label smoothing 0.1", "1"]
     assert (row["held_out"], row["minus_reference_gen1_n"], row["minus_own_gen1_mean"]) == ("val_accuracy", "2", "")
     assert [float(row[f"minus_reference_gen1_{part}"]) for part in ("mean", "low", "high")] == pytest.approx(
         [mean, low, high])
     row = rows["small_cnn, precomputed, temperature 2", "2"]
     assert float(row["minus_own_gen1_mean"]) == pytest.approx(0.01)
     assert (row["minus_own_gen1_low"], row["minus_own_gen1_high"], row["minus_own_gen1_n"]) == ("", "", "1")
+    assert float(row["minus_reference_genk_mean"]) == pytest.approx(0.06)
+    assert float(row["minus_reference_ensemble_mean"]) == pytest.approx(0.06)
     assert {r["reference_configuration"] for r in rows.values()} == {"small_cnn, precomputed, val_size=5000"}
 
 
@@ -328,12 +340,12 @@ def test_reference_option_picks_the_configuration(paired_runs, tmp_path, capsys)
     workdirs = [w for runs in paired_runs.values() for w in runs]
     smoothing_seed1 = paired_runs["smoothing"][1]
     summary = report.aggregate(workdirs, reference=smoothing_seed1)
-    assert summary.reference == 1 and "reference" not in summary.configurations[1].paired
+    assert summary.reference == 1 and "reference_gen1" not in summary.configurations[1].paired
     # The chain's generations minus label smoothing's generation 1: seeds 0 and 1 pair (seed 2's data differ).
     mean, low, high = t_interval([-0.01, -0.02])
-    assert summary.configurations[0].paired["reference"][1] == pytest.approx(report.Difference(mean, low, high, 2))
+    assert summary.configurations[0].paired["reference_gen1"][1] == pytest.approx(report.Difference(mean, low, high, 2))
     mean, low, high = t_interval([-0.02, -0.04])
-    assert summary.configurations[0].paired["reference"][2] == pytest.approx(report.Difference(mean, low, high, 2))
+    assert summary.configurations[0].paired["reference_gen1"][2] == pytest.approx(report.Difference(mean, low, high, 2))
     with pytest.raises(SystemExit) as exit_info:
         report.main([*workdirs, "--out", str(tmp_path / "out"), "--reference", str(tmp_path / "elsewhere")])
     assert exit_info.value.code == 2
