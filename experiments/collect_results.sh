@@ -4,13 +4,16 @@
 # paths by placeholders (<data_dir>, <workdir>, <cache_dir>, ...), then writes the report over the copies into
 # DEST_DIR/report/.
 # Usage: bash experiments/collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]
+# Environment: FIRST (default refinery): runs named FIRST_* come first in the report; REFERENCE (a run's name, e.g.
+# ground_truth_seed0): the report's paired differences subtract that run's configuration (default: the first's).
 set -euo pipefail
 runs=${1:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
 dest=${2:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
 examples=${3:-refinery_seed0}
 copied=()
 shopt -s nullglob extglob
-for run in "$runs"/refinery_*/ "$runs"/!(refinery_*)/; do  # refinery runs first: the report keeps this order
+first=${FIRST:-refinery}
+for run in "$runs/${first}"_*/ "$runs"/!(${first}_*)/; do  # FIRST runs first: the report keeps this order
   run=${run%/}
   [ -f "$run/results.json" ] || continue
   name=$(basename "$run")
@@ -18,4 +21,6 @@ for run in "$runs"/refinery_*/ "$runs"/!(refinery_*)/; do  # refinery runs first
   copied+=("$dest/$name")
 done
 [ ${#copied[@]} -gt 0 ] || { echo "collect_results.sh: no run with results.json under $runs" >&2; exit 2; }
-python -m lr_jax.report "${copied[@]}" --out "$dest/report" --examples "$dest/$examples"
+reference=()
+[ -z "${REFERENCE:-}" ] || reference=(--reference "$dest/$REFERENCE")
+python -m lr_jax.report "${copied[@]}" --out "$dest/report" --examples "$dest/$examples" "${reference[@]}"

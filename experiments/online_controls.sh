@@ -34,10 +34,11 @@ for control in $controls; do
   case $control in
     ground_truth)
       workdir="$runs/ground_truth_seed$seed"
-      if [ ! -e "$workdir/checkpoints/finished/1" ]; then
+      if [ ! -e "$workdir/checkpoints/finished/1" ]; then  # copied whole or not at all
         mkdir -p "$workdir/checkpoints/finished"
-        cp -r "$chain/checkpoints/finished/1" "$workdir/checkpoints/finished/1.partial"
-        mv "$workdir/checkpoints/finished/1.partial" "$workdir/checkpoints/finished/1"
+        rm -rf "$workdir/checkpoints/copying"
+        cp -r "$chain/checkpoints/finished/1" "$workdir/checkpoints/copying"
+        mv "$workdir/checkpoints/copying" "$workdir/checkpoints/finished/1"
       fi
       train "$@" --label_mode ground_truth --generations "$generations" --workdir "$workdir" ;;
     matched_smoothing)

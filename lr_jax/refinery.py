@@ -135,19 +135,25 @@ def _step(context: ChainContext, name: str, refinery_name: Optional[str]) -> tup
 
 
 def predict_all(context: ChainContext, name: str, variables: dict) -> tuple:
-    """(soft labels on the un-augmented training images, validation probs, test probs or None). With
-    `--eval_flip`, the validation and test probs are the mean over each image and its mirror image; the soft
-    labels (the next generation's targets) never are."""
+    """(soft labels on the un-augmented training images, validation probs, test probs or None, {metric: value}).
+    With `--eval_flip`, the validation and test probs are the mean over each image and its mirror image, and the
+    metrics hold the accuracies without that averaging; the soft labels (the next generation's targets) are never
+    averaged."""
     predict_fn = context.program(f"predict {name}", lambda: train.make_predict(_model(context, name)))
     replicated = train.replicate(variables)
     splits = context.splits
     predict = lambda images: train.predict_probs(predict_fn, replicated, images, splits.mean, splits.std,
                                                  context.eval_batch_size)
-    evaluate = predict
-    if context.config.eval_flip:
-        evaluate = lambda images: (predict(images) + predict(images[:, :, ::-1])) / 2
-    test = None if splits.test_images is None else evaluate(splits.test_images)
-    return predict(splits.train_images), evaluate(splits.val_images), test
+    soft_labels, val_probs = predict(splits.train_images), predict(splits.val_images)
+    test_probs = None if splits.test_images is None else predict(splits.test_images)
+    if not context.config.eval_flip:
+        return soft_labels, val_probs, test_probs, {}
+    unflipped = {"val_accuracy_no_flip": accuracy(val_probs, splits.val_labels),
+                 "test_accuracy_no_flip": accuracy(test_probs, splits.test_labels)}
+    val_probs = (val_probs + predict(splits.val_images[:, :, ::-1])) / 2
+    if test_probs is not None:
+        test_probs = (test_probs + predict(splits.test_images[:, :, ::-1])) / 2
+    return soft_labels, val_probs, test_probs, unflipped
 
 
 def run_generation(
@@ -177,9 +183,10 @@ def run_generation(
     )
     variables = train.variables_of(state)
     start = time.perf_counter()
-    soft_labels, val_probs, test_probs = predict_all(context, model_name, variables)
+    soft_labels, val_probs, test_probs, unflipped = predict_all(context, model_name, variables)
     stats["overhead_seconds"]["predict"] = time.perf_counter() - start
     metrics = evaluate_generation(gen, config, splits, soft_labels, val_probs, test_probs, previous)
+    metrics.update(unflipped)
     metrics.update(
         model=model_name,
         trained_on=f"generation {previous[-1].generation}" if refined else "ground truth",

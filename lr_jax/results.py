@@ -25,6 +25,8 @@ RESULTS_FORMAT = 2
 METRICS = (
     ("val_accuracy", "val acc %", "percent"),
     ("test_accuracy", "test acc %", "percent"),
+    ("val_accuracy_no_flip", "val acc % without flip averaging", "percent"),  # --eval_flip runs only
+    ("test_accuracy_no_flip", "test acc % without flip averaging", "percent"),
     ("train_accuracy", "train acc %", "percent"),
     ("train_val_gap", "train-val gap (points)", "points"),
     ("train_test_gap", "train-test gap (points)", "points"),

@@ -70,6 +70,9 @@ def test_eval_flip_averages_held_out_predictions_over_mirrors_but_not_the_labels
         straight = train.predict_probs(predict, variables, images, splits.mean, splits.std, 64)
         chex.assert_trees_all_close(probs, (straight + mirrored) / 2, atol=1e-6)
     assert not np.allclose(flipped[0].val_probs, plain[0].val_probs)
+    for split in ("val", "test"):  # the accuracy without the averaging is recorded beside it
+        assert flipped[0].metrics[f"{split}_accuracy_no_flip"] == plain[0].metrics[f"{split}_accuracy"]
+    assert "val_accuracy_no_flip" not in plain[0].metrics
 
 
 def test_control_flags_are_checked():

@@ -273,3 +273,52 @@ def test_variants_script_creates_its_log_folder_on_a_fresh_clone(tmp_path):
     assert done.returncode == 2, done.stderr[-3000:]  # the runner's exit status for bad input, not bash's 1
     log = (tmp_path / "fresh" / "runs" / "variants.log").read_text()
     assert f"--data_dir {tmp_path / 'no_data'}: no such file or folder" in log
+
+
+def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
+    """experiments/part_two.sh on a tiny image folder (1 epoch, 2 generations): every design's runs, the controls'
+    settings, generation 1 shared by the chain and its ground-truth control, and the report's pairings."""
+    from cli_runs import write_image_folder
+
+    data_dir = write_image_folder(tmp_path / "data")
+    flags = ["--data_dir", str(data_dir), "--model", "tiny_cnn", "--batch_size", "8", "--val_size", "8",
+             "--train_size", "32", "--eval_batch_size", "16"]
+    env = dict(script_environment(tmp_path), SEEDS="0", GENERATIONS="2", EPOCHS="1", CONVERGED_EPOCHS="2")
+    done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "part_two.sh"), "runs", *flags], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stderr + (tmp_path / "runs" / "online" / "log.txt").read_text())[-3000:]
+
+    def payload(run):
+        with open(tmp_path / "runs" / run / "results.json") as f:
+            return json.load(f)
+
+    online, truth = payload("online/online_seed0"), payload("online/ground_truth_seed0")
+    assert [g["trained_on"] for g in online["generations"]] == ["ground truth", "generation 1"]
+    assert online["config"]["label_mode"] == "online" and truth["config"]["label_mode"] == "ground_truth"
+    assert [g["trained_on"] for g in truth["generations"]] == ["ground truth", "ground truth"]
+    assert truth["generations"][0]["val_accuracy"] == online["generations"][0]["val_accuracy"]  # the copied gen 1
+    with open(tmp_path / "runs" / "online" / "matched_smoothing.json") as f:
+        matched = json.load(f)
+    assert payload("online/matched_smoothing_seed0")["config"]["label_smoothing"] == round(matched["smoothing_crops"], 3)
+    distilled = payload("online/distillation_seed0")
+    assert (distilled["config"]["temperature"], distilled["config"]["gt_weight"]) == (4.0, 0.5)
+    assert "reused" in distilled["generations"][0]["trained_on"] and len(distilled["generations"]) == 2
+    assert payload("online/compute_matched_seed0")["config"]["epochs"] == 2
+    stronger = payload("stronger/online_seed0")
+    assert stronger["config"]["refinery_workdir"].endswith("compute_matched_seed0")
+    assert stronger["generations"][0]["val_accuracy"] == payload("online/compute_matched_seed0")["generations"][0][
+        "val_accuracy"]
+    assert payload("converged/online_seed0")["config"]["epochs"] == 2
+    assert len(payload("converged/ground_truth_seed0")["generations"]) == 2
+
+    dest = tmp_path / "results" / "online"
+    done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_results.sh"), "runs/online",
+                           "results/online", "online_seed0"], cwd=tmp_path, env=dict(env, FIRST="online", REFERENCE="ground_truth_seed0"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = (dest / "report" / "summary.md").read_text()
+    assert "Reference: tiny_cnn, independent ground-truth models." in summary
+    assert "| tiny_cnn, online | validation | reference gen k, same seed |" in summary
+    assert "| tiny_cnn, online | validation | ensembles of gens 1..k" in summary
+    assert summary.index("## tiny_cnn, online") < summary.index("## tiny_cnn, independent ground-truth models")
+    assert_no_absolute_paths(dest)
