@@ -208,6 +208,8 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn_c2": functools.partial(SmallConvNet, convs=(1, 1, 1, 2)),
     "small_cnn_c3": functools.partial(SmallConvNet, convs=(1, 1, 2, 2)),
     "small_cnn_w": functools.partial(SmallConvNet, widths=(32, 64, 192, 384)),
+    "small_cnn_c2_16": functools.partial(SmallConvNet, widths=(16, 64, 128, 256), convs=(1, 1, 1, 2)),
+    "small_cnn_c3_16": functools.partial(SmallConvNet, widths=(16, 64, 128, 256), convs=(1, 1, 2, 2)),
     "tiny_cnn": functools.partial(SmallConvNet, widths=(8, 16), convs=(1, 1)),
 }
 
