@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The experiments section's seeds design: 4 generations x 3 seeds with the `cpu` preset, plus the
+# The experiments section's seeds design: 4 generations x 3 seeds with the `cpu_v1` preset (the `cpu` preset of Results 1-6), plus the
 # label-smoothing control (generation 1's schedule trained on ground truth smoothed by 0.1), then the report.
 # Usage: bash experiments/seeds_cpu.sh DATASET RUNS_DIR [extra flags, e.g. --data_dir DIR --epochs 3]
 # DATASET: cifar10 or fashion_mnist. Extra flags come last, so they override the preset; GENERATIONS=N (environment,
@@ -12,9 +12,9 @@ shift 2
 generations=${GENERATIONS:-4}
 mkdir -p "$runs"
 for seed in 0 1 2; do
-  python -m "lr_jax.experiments.$dataset" --preset cpu --generations "$generations" --seed "$seed" --no_progress "$@" \
+  python -m "lr_jax.experiments.$dataset" --preset cpu_v1 --generations "$generations" --seed "$seed" --no_progress "$@" \
     --workdir "$runs/refinery_seed$seed" >> "$runs/log.txt" 2>&1
-  python -m "lr_jax.experiments.$dataset" --preset cpu --generations 1 --label_smoothing 0.1 --seed "$seed" \
+  python -m "lr_jax.experiments.$dataset" --preset cpu_v1 --generations 1 --label_smoothing 0.1 --seed "$seed" \
     --no_progress "$@" --workdir "$runs/label_smoothing_seed$seed" >> "$runs/log.txt" 2>&1
 done
 python -m lr_jax.report "$runs"/refinery_seed* "$runs"/label_smoothing_seed* --out "$runs/report" \

@@ -6,7 +6,7 @@ set -euo pipefail
 data_dir=${1:?usage: variants_cpu.sh DATA_DIR [RUNS_DIR]}
 runs=${2:-runs/variants}
 mkdir -p "$runs"  # also its parent folder, where "$runs.log" goes
-common=(--data_dir "$data_dir" --preset cpu --train_size 5000 --epochs 6 --generations 3 --seed 0 --no_progress)
+common=(--data_dir "$data_dir" --preset cpu_v1 --train_size 5000 --epochs 6 --generations 3 --seed 0 --no_progress)
 # resnet20_refinery: ResNet-20 with 1x1 projection shortcuts, as in the committed results (experiments/README).
 declare -A variants=(
   [precomputed]=""

@@ -205,6 +205,8 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "wrn16_4": functools.partial(WideResNet, 16, 4),
     "wrn28_10": functools.partial(WideResNet, 28, 10),
     "small_cnn": SmallConvNet,
+    # Variants measured for the `cpu` preset (experiments/README.md): _c2 / _c3: two convolutions in the last one /
+    # two stages; _16: 16 channels in the first stage; _w: widths 32/64/192/384. The preset uses small_cnn_c2_16.
     "small_cnn_c2": functools.partial(SmallConvNet, convs=(1, 1, 1, 2)),
     "small_cnn_c3": functools.partial(SmallConvNet, convs=(1, 1, 2, 2)),
     "small_cnn_w": functools.partial(SmallConvNet, widths=(32, 64, 192, 384)),

@@ -131,3 +131,16 @@ def test_report_names_the_controls():
                  "temperature": 4.0, "gt_weight": 0.5, "eval_flip": True}
     assert report.describe(distilled) == ["small_cnn", "online", "temperature 4", "ground-truth weight 0.5",
                                           "refinery = its generation 1", "reused refinery", "flip-averaged evaluation"]
+
+
+def test_cpu_preset_averages_over_mirrors_only_where_it_trains_on_them():
+    cifar, _ = build_config("cifar10", {"preset": "cpu"})
+    assert (cifar.model, cifar.epochs, cifar.eval_flip) == ("small_cnn_c2_16", 12, True)
+    svhn, _ = build_config("svhn", {"preset": "cpu"})
+    assert (svhn.flip, svhn.eval_flip) == (False, False)
+    unflipped, _ = build_config("cifar10", {"preset": "cpu", "flip": False})
+    assert not unflipped.eval_flip
+    asked, _ = build_config("svhn", {"preset": "cpu", "eval_flip": True})
+    assert asked.eval_flip  # the user's flag wins
+    old, _ = build_config("cifar10", {"preset": "cpu_v1"})
+    assert (old.model, old.epochs, old.batch_size, old.eval_flip) == ("small_cnn", 8, 256, False)
