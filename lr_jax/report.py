@@ -242,9 +242,10 @@ def pair_configurations(configurations: list[Configuration], reference: int) -> 
         if index != reference:
             pairs = [(run, partners[pairing_of(run)]) for run in configuration.runs if pairing_of(run) in partners]
             configuration.paired["reference_gen1"] = paired_differences(pairs, key)
-            configuration.paired["reference_genk"] = paired_differences(pairs, key, same_generation=True)
-            configuration.paired["reference_ensemble"] = paired_differences(pairs, f"ensemble_{key}",
-                                                                            same_generation=True)
+            # At generation 1 both equal reference_gen1's (an ensemble of one is that model): from generation 2 on.
+            for name, compared in (("reference_genk", key), ("reference_ensemble", f"ensemble_{key}")):
+                differences = paired_differences(pairs, compared, same_generation=True)
+                configuration.paired[name] = {g: d for g, d in differences.items() if g > 1}
 
 
 def reference_index(configurations: list[Configuration], reference: Optional[str]) -> int:

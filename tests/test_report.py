@@ -289,15 +289,14 @@ def test_paired_differences_pair_by_seed_and_data(paired_runs):
     # Across configurations: seed 2 (other data) and seed 5 (no reference run) are left out.
     mean, low, high = t_interval([0.01, 0.02])
     first = {1: pytest.approx(report.Difference(mean, low, high, 2))}
-    assert smoothing.paired == {"own_gen1": {}, "reference_gen1": first, "reference_genk": first,
-                                "reference_ensemble": first}
+    assert smoothing.paired == {"own_gen1": {}, "reference_gen1": first, "reference_genk": {},
+                                "reference_ensemble": {}}  # generation 1 only: the same as reference_gen1
     assert temperature.paired["own_gen1"] == {2: pytest.approx(report.Difference(0.01, None, None, 1))}
     assert temperature.paired["reference_gen1"] == {1: pytest.approx(report.Difference(0.03, None, None, 1)),
                                                     2: pytest.approx(report.Difference(0.04, None, None, 1))}
     # Generation k against the reference's generation k (0.82 then 0.80): +3 and +6 points; the fixtures'
     # ensembles equal their generations' accuracies, so the ensemble differences are the same.
-    same_generation = {1: pytest.approx(report.Difference(0.03, None, None, 1)),
-                       2: pytest.approx(report.Difference(0.06, None, None, 1))}
+    same_generation = {2: pytest.approx(report.Difference(0.06, None, None, 1))}
     assert temperature.paired["reference_genk"] == temperature.paired["reference_ensemble"] == same_generation
     assert other_data.paired == {"own_gen1": {2: pytest.approx(report.Difference(0.1, None, None, 1))},
                                  "reference_gen1": {}, "reference_genk": {}, "reference_ensemble": {}}
@@ -320,7 +319,7 @@ def test_paired_differences_in_markdown_and_csv(paired_runs, tmp_path):
             "+4.00 (1) |") in text
     assert "| small_cnn, precomputed, val_size=100 | validation | gen 1 of the same run | - | +10.00 (1) |" in text
     assert "val_size=100 | validation | reference" not in text  # no pair, no row
-    assert ("| small_cnn, precomputed, temperature 2 | validation | reference gen k, same seed | +3.00 (1) | "
+    assert ("| small_cnn, precomputed, temperature 2 | validation | reference gen k, same seed | - | "
             "+6.00 (1) |") in text
     with open(paths["csv"]) as f:
         rows = {(r["configuration"], r["generation"]): r for r in csv.DictReader(f)}
