@@ -155,16 +155,17 @@ def library_versions(packages: Sequence[str] = PACKAGES) -> dict:
 
 def results_payload(config, run_options, dataset_info: dict, generations: list[dict], complete: bool,
                     wall_seconds: float, session_wall_seconds: Optional[float] = None,
-                    timing: Optional[dict] = None):
+                    timing: Optional[dict] = None, code: Optional[dict] = None):
     """The results.json document: `config` (what defines the results), `run` (where and how it ran), the data,
     per-generation rows, and (when given) `timing` (see `timing_summary`). `wall_seconds` sums every invocation
-    of a resumed run (see `previous_wall_seconds`); `session_wall_seconds` is this invocation's share."""
+    of a resumed run (see `previous_wall_seconds`); `session_wall_seconds` is this invocation's share. `code`:
+    code_version() taken when the invocation started (the code it imported; default: now)."""
     payload = {
         "results_format": RESULTS_FORMAT,
         "config": dataclasses.asdict(config),
         "run": dataclasses.asdict(run_options),
         "dataset": dataset_info,
-        "code": code_version(),
+        "code": code_version() if code is None else code,
         "versions": library_versions(),
         "complete": complete,
         "wall_seconds": wall_seconds,

@@ -322,3 +322,12 @@ def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
     assert "| tiny_cnn, online | validation | ensembles of gens 1..k" in summary
     assert summary.index("## tiny_cnn, online") < summary.index("## tiny_cnn, independent ground-truth models")
     assert_no_absolute_paths(dest)
+
+
+def test_results_record_the_code_the_run_started_with(monkeypatch):
+    """The runner takes code_version() once, at its start: a commit made during a long run is not the run's code."""
+    started_with = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(results, "code_version", lambda *args: {"commit": "b" * 40, "dirty": True})
+    config, run = config_lib.Config(), config_lib.RunOptions()
+    assert results.results_payload(config, run, {}, [], False, 1.0, code=started_with)["code"] == started_with
+    assert results.results_payload(config, run, {}, [], False, 1.0)["code"]["commit"] == "b" * 40

@@ -178,6 +178,7 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
     early_lines: list = []  # logged before the workdir is prepared; written into its log.txt later
     log = make_logger(None, main_process, early_lines)
     start = time.perf_counter()
+    code = results.code_version()  # the code this process imported, whatever the work tree holds later
     data, splits, description = _read_data(config, options, log)
     data_seconds = time.perf_counter() - start
     record = checkpoints.run_record(dataclasses.asdict(config), splits)
@@ -204,7 +205,8 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
         session = time.perf_counter() - start
         payload = results.results_payload(config, options, dataset_info, rows, complete,
                                           earlier_wall_seconds + session, session_wall_seconds=session,
-                                          timing=results.timing_summary(trained_now, data_seconds, session))
+                                          timing=results.timing_summary(trained_now, data_seconds, session),
+                                          code=code)
         results.write_results(options.workdir, payload)
 
     try:
