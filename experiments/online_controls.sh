@@ -14,22 +14,24 @@
 #                           temperature 4 mixed half and half with ground truth (Hinton et al.)
 #   compute_matched_seedS   one model on ground truth trained for GENERATIONS x the epochs: the chain's SGD steps
 # Usage: bash experiments/online_controls.sh RUNS_DIR SEED [flags, e.g. --data_dir DIR --cache_dir C --preset cpu]
-# Environment: GENERATIONS (default 3), EPOCHS (per generation, default 8: must equal the flags' schedule),
-# CONTROLS (default "ground_truth matched_smoothing distillation compute_matched").
+# Environment: GENERATIONS (default 3), EPOCHS (per generation; default: the flags' or preset's, as the chain
+# records it), CONTROLS (default "ground_truth matched_smoothing distillation compute_matched").
 # Resumable: rerun the same command to continue after an interruption (finished generations are reloaded).
 set -euo pipefail
 runs=${1:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 seed=${2:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 shift 2
 generations=${GENERATIONS:-3}
-epochs=${EPOCHS:-8}
+epochs=()
+[ -z "${EPOCHS:-}" ] || epochs=(--epochs "$EPOCHS")
 controls=${CONTROLS:-ground_truth matched_smoothing distillation compute_matched}
 mkdir -p "$runs"
 log="$runs/log.txt"
-train() { python -m lr_jax.experiments.cifar10 --seed "$seed" --epochs "$epochs" --no_progress "$@" >> "$log" 2>&1; }
+train() { python -m lr_jax.experiments.cifar10 --seed "$seed" --no_progress "$@" >> "$log" 2>&1; }
 
 chain="$runs/online_seed$seed"
-train "$@" --label_mode online --generations "$generations" --workdir "$chain"
+train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
+chain_epochs=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['epochs'])" "$chain/results.json")
 for control in $controls; do
   case $control in
     ground_truth)
@@ -40,7 +42,7 @@ for control in $controls; do
         cp -r "$chain/checkpoints/finished/1" "$workdir/checkpoints/copying"
         mv "$workdir/checkpoints/copying" "$workdir/checkpoints/finished/1"
       fi
-      train "$@" --label_mode ground_truth --generations "$generations" --workdir "$workdir" ;;
+      train "$@" "${epochs[@]}" --label_mode ground_truth --generations "$generations" --workdir "$workdir" ;;
     matched_smoothing)
       # Matched once, to the first seed's generation 1, and kept for every seed (so the seeds share one
       # configuration); each seed's own entropies go to the log.
@@ -49,12 +51,12 @@ for control in $controls; do
       cat "$runs/matched_smoothing_seed$seed.json" >> "$log"
       [ -e "$matched" ] || cp "$runs/matched_smoothing_seed$seed.json" "$matched"
       smoothing=$(python -c "import json, sys; print(round(json.load(open(sys.argv[1]))['smoothing_crops'], 3))" "$matched")
-      train "$@" --generations 1 --label_smoothing "$smoothing" --workdir "$runs/matched_smoothing_seed$seed" ;;
+      train "$@" "${epochs[@]}" --generations 1 --label_smoothing "$smoothing" --workdir "$runs/matched_smoothing_seed$seed" ;;
     distillation)
-      train "$@" --label_mode online --refinery_workdir "$chain" --refinery_generation 1 --temperature 4 \
+      train "$@" "${epochs[@]}" --label_mode online --refinery_workdir "$chain" --refinery_generation 1 --temperature 4 \
         --gt_weight 0.5 --generations 2 --workdir "$runs/distillation_seed$seed" ;;
     compute_matched)
-      train "$@" --generations 1 --epochs $((generations * epochs)) --workdir "$runs/compute_matched_seed$seed" ;;
+      train "$@" --generations 1 --workdir "$runs/compute_matched_seed$seed" --epochs $((generations * chain_epochs)) ;;
     *) echo "online_controls.sh: unknown control '$control' in CONTROLS" >&2; exit 2 ;;
   esac
 done
