@@ -312,18 +312,22 @@ def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
     assert payload("converged/online_seed0")["config"]["epochs"] == 2
     assert len(payload("converged/ground_truth_seed0")["generations"]) == 2
 
-    dest = tmp_path / "results" / "online"
-    done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_results.sh"), "runs/online",
-                           "results/online", "online_seed0"], cwd=tmp_path, env=dict(env, FIRST="online", REFERENCE="ground_truth_seed0"),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_part_two.sh"), "runs", "results"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    dest = tmp_path / "results" / "part_two_online"
     summary = (dest / "report" / "summary.md").read_text()
     flip = ", flip-averaged evaluation"  # the cpu preset's
     assert f"Reference: tiny_cnn, independent ground-truth models{flip}." in summary
     assert f"| tiny_cnn, online{flip} | validation | reference gen k, same seed |" in summary
     assert f"| tiny_cnn, online{flip} | validation | ensembles of gens 1..k" in summary
     assert summary.index("## tiny_cnn, online") < summary.index("## tiny_cnn, independent ground-truth models")
-    assert_no_absolute_paths(dest)
+    # The stronger refinery's student, paired with design 1's ground-truth model of the same initialisation.
+    stronger = (tmp_path / "results" / "part_two_stronger" / "report" / "summary.md").read_text()
+    assert f"| tiny_cnn, online, reused refinery{flip} | validation | reference gen k, same seed |" in stronger
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "part_two_converged", "part_two_online", "part_two_stronger"]
+    assert_no_absolute_paths(tmp_path / "results")
 
 
 def test_results_record_the_code_the_run_started_with(monkeypatch):
