@@ -10,9 +10,10 @@
 #              online for 2 more generations, beside independent ground-truth models (Born-Again Networks' regime)
 # Usage: bash experiments/part_two.sh RUNS_ROOT [flags, e.g. --data_dir DIR --cache_dir CACHE]
 # Environment: SEEDS (default "0 1 2"), DESIGNS (default "online stronger converged"); GENERATIONS and EPOCHS
-# (online_controls.sh's, default 3 and 8) and CONVERGED_EPOCHS (default 60) for smaller trials.
-# Resumable: rerun the same command; finished generations are reloaded, not retrained. Then, per design:
-#   FIRST=online REFERENCE=ground_truth_seed0 bash experiments/collect_results.sh RUNS_ROOT/DESIGN experiments/results/part_two_DESIGN online_seed0
+# (online_controls.sh's: default 3 generations and the preset's epochs) and CONVERGED_EPOCHS (default 60) for
+# smaller trials.
+# Resumable: rerun the same command; finished generations are reloaded, not retrained. Then
+#   bash experiments/collect_part_two.sh RUNS_ROOT     # results and reports into experiments/results/part_two_*
 set -euo pipefail
 root=${1:?usage: part_two.sh RUNS_ROOT [flags]}
 shift

@@ -208,7 +208,6 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     # Variants measured for the `cpu` preset (experiments/README.md): _c2 / _c3: two convolutions in the last one /
     # two stages; _16: 16 channels in the first stage; _w: widths 32/64/192/384. The preset uses small_cnn_c2_16.
     "small_cnn_c2": functools.partial(SmallConvNet, convs=(1, 1, 1, 2)),
-    "small_cnn_c3": functools.partial(SmallConvNet, convs=(1, 1, 2, 2)),
     "small_cnn_w": functools.partial(SmallConvNet, widths=(32, 64, 192, 384)),
     "small_cnn_c2_16": functools.partial(SmallConvNet, widths=(16, 64, 128, 256), convs=(1, 1, 1, 2)),
     "small_cnn_c3_16": functools.partial(SmallConvNet, widths=(16, 64, 128, 256), convs=(1, 1, 2, 2)),

@@ -49,6 +49,12 @@ def model_for_generation(config: Config, generation: int) -> str:
     return config.model
 
 
+def trains_on_refinery(config: Config, previous: list) -> bool:
+    """Whether the next generation learns the previous one's labels: not generation 1, nor `--label_mode
+    ground_truth` (every generation on the ground truth)."""
+    return bool(previous) and config.label_mode != "ground_truth"
+
+
 def evaluate_generation(
     gen: int, config: Config, splits: Splits, soft_labels, val_probs, test_probs, previous: list[Generation]
 ) -> dict:
@@ -60,8 +66,8 @@ def evaluate_generation(
     train_accuracy = accuracy(soft_labels, splits.train_labels)
     val_accuracy = accuracy(val_probs, splits.val_labels)
     test_accuracy = accuracy(test_probs, splits.test_labels)
-    refined = previous and config.label_mode != "ground_truth"
-    teacher_labels = np.argmax(previous[-1].soft_labels, -1) if refined else splits.train_labels
+    teacher_labels = (np.argmax(previous[-1].soft_labels, -1) if trains_on_refinery(config, previous)
+                      else splits.train_labels)
     ensemble_val = np.mean([g.val_probs for g in previous] + [val_probs], axis=0)
     ensemble_test = (
         None if test_probs is None else np.mean([g.test_probs for g in previous] + [test_probs], axis=0)
@@ -172,7 +178,7 @@ def run_generation(
     model_name = model_for_generation(config, gen)
     init_key, train_key = jax.random.split(generation_key(config.seed, gen))
     state = _init(context, model_name)(init_key)
-    refined = bool(previous) and config.label_mode != "ground_truth"
+    refined = trains_on_refinery(config, previous)
     refinery_name = previous[-1].model_name if refined else None
     step_fn, uses_refinery = _step(context, model_name, refinery_name)
     data = context.data.replace(targets=train.replicate(np.asarray(targets, np.float32)))
@@ -279,8 +285,7 @@ def run_chain(
     if not chain and config.refinery_workdir:
         chain = [reused_refinery(config.refinery_workdir, splits, log, config.refinery_generation)]
     ground_truth = ground_truth_targets(splits, config)
-    refined = config.label_mode != "ground_truth"
-    targets = chain[-1].soft_labels if chain and refined else ground_truth
+    targets = chain[-1].soft_labels if trains_on_refinery(config, chain) else ground_truth
     context = None  # built when the first generation needs training: a fully reloaded chain needs no devices
     store = checkpoints.open_manager(checkpoints.finished_dir(workdir)) if workdir else None
     gen = len(chain) + 1
@@ -293,8 +298,9 @@ def run_chain(
             else:
                 if interrupt.should_stop():  # a request that came in while the data were read or labels predicted
                     raise interrupt.Interrupted(interrupt.requested() or interrupt.AGREED)
+                teacher = f"labels of generation {chain[-1].generation}" if trains_on_refinery(config, chain) else None
                 log(f"generation {gen}/{config.generations}: training {model_for_generation(config, gen)} on "
-                    f"{'labels of generation ' + str(chain[-1].generation) if chain and refined else 'ground truth'}")
+                    f"{teacher or 'ground truth'}")
                 context = context or make_context(config, splits, run)
                 checkpoint_dir = checkpoints.training_dir(workdir, gen) if workdir else None
                 try:
@@ -310,7 +316,7 @@ def run_chain(
             chain.append(result)
             if on_generation is not None and saved is None:
                 on_generation(result, chain)
-            targets = result.soft_labels if refined else ground_truth
+            targets = result.soft_labels if trains_on_refinery(config, chain) else ground_truth
     except interrupt.Interrupted as stop:
         stop.generation, stop.finished = stop.generation or gen, list(chain)
         raise
