@@ -271,6 +271,7 @@ def run_chain(
     finished: Optional[list[Generation]] = None,
     workdir: Optional[str] = None,
     run: Optional[RunOptions] = None,
+    code: Optional[dict] = None,
 ) -> list[Generation]:
     """Runs generations len(finished)+1 .. config.generations; generation k+1 trains on generation k's labels.
 
@@ -278,6 +279,8 @@ def run_chain(
     `soft_labels` array this generation predicted on the un-augmented training images. With `workdir`, each
     finished generation is saved under it (and reloaded instead of retrained on a rerun), and training
     checkpoints (every `run.checkpoint_every` steps) let an interrupted generation continue from its last one.
+    `code` (results.code_version() of this invocation) goes into the metrics of each generation trained here, and
+    is saved and reloaded with them: a resumed chain's rows name the code that finished each generation.
     A stop request (see lr_jax.interrupt) ends the chain with `interrupt.Interrupted`, naming the generation and
     step and holding the generations finished so far; before a generation starts, it ends it without training."""
     run = run or RunOptions()
@@ -308,6 +311,8 @@ def run_chain(
                                             checkpoint_dir=checkpoint_dir)
                 except train.NonFiniteLossError as error:
                     raise train.NonFiniteLossError(f"generation {gen}: {error}") from None
+                if code is not None:
+                    result.metrics["code"] = code
                 if store is not None:
                     start = time.perf_counter()
                     checkpoints.save_generation(store, gen, generation_arrays(result),

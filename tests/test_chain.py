@@ -1,5 +1,6 @@
 """The refinery chain threads labels: each generation trains on what the previous one predicted; runs repeat."""
 
+import dataclasses
 import types
 
 import chex
@@ -195,3 +196,13 @@ def test_same_seed_repeats_exactly_and_another_seed_starts_elsewhere(recorded, s
     differs = [not np.array_equal(x, y) for x, y in zip(kernels(calls[0]), kernels(other_calls[0]))]
     assert len(differs) == 3 and all(differs), "a different seed should re-draw every random kernel"
     assert not np.array_equal(other[0].soft_labels, chain[0].soft_labels)
+
+
+def test_each_generation_records_the_code_that_trained_it_across_a_resume(splits, tmp_path):
+    """A rerun that reloads generation 1 and trains generation 2 under other code: each row names its own."""
+    first, second = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
+    run = RunOptions(eval_batch_size=NUM_TRAIN)
+    quiet = dict(log=lambda line: None, progress=False, workdir=str(tmp_path), run=run)
+    refinery.run_chain(dataclasses.replace(tiny_config(), generations=1), splits, code=first, **quiet)
+    chain = refinery.run_chain(dataclasses.replace(tiny_config(), generations=2), splits, code=second, **quiet)
+    assert [g.metrics["code"] for g in chain] == [first, second]

@@ -326,8 +326,19 @@ def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
     stronger = (tmp_path / "results" / "part_two_stronger" / "report" / "summary.md").read_text()
     assert f"| tiny_cnn, online, reused refinery{flip} | validation | reference gen k, same seed |" in stronger
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
-        "part_two_converged", "part_two_online", "part_two_stronger"]
+        "part_two_converged", "part_two_headline.md", "part_two_online", "part_two_stronger"]
     assert_no_absolute_paths(tmp_path / "results")
+    # The headline subtracts, seed by seed, the partner's generation: here the compute-matched run minus the chain's
+    # last generation, and the converged chain's plain accuracy minus its ground-truth models'.
+    headline = (tmp_path / "results" / "part_two_headline.md").read_text().splitlines()
+    compute = payload("online/compute_matched_seed0")["generations"][0]["val_accuracy"]
+    expected = results.format_metric(compute - online["generations"][1]["val_accuracy"], "points")
+    row = next(line for line in headline if "compute-matched ground truth minus the chain's last" in line)
+    assert row.split(" | ")[2:4] == ["-", f"{expected} (1)"], row  # generation 2 is the chain's last here
+    plain = [payload(f"converged/{name}_seed0")["generations"][1]["val_accuracy_no_flip"]
+             for name in ("online", "ground_truth")]
+    row = next(line for line in headline if "without flip averaging" in line)
+    assert f"gen 2: 0: {results.format_metric(plain[0] - plain[1], 'points')}" in row, row
 
 
 def test_results_record_the_code_the_run_started_with(monkeypatch):
@@ -337,3 +348,13 @@ def test_results_record_the_code_the_run_started_with(monkeypatch):
     config, run = config_lib.Config(), config_lib.RunOptions()
     assert results.results_payload(config, run, {}, [], False, 1.0, code=started_with)["code"] == started_with
     assert results.results_payload(config, run, {}, [], False, 1.0)["code"]["commit"] == "b" * 40
+
+
+def test_part_two_table_names_a_folder_without_runs(tmp_path, capsys):
+    from lr_jax.experiments import part_two_table
+
+    (tmp_path / "online" / "notes").mkdir(parents=True)
+    with pytest.raises(SystemExit) as stop:
+        part_two_table.main([str(tmp_path)])
+    assert stop.value.code == 2
+    assert f"{tmp_path}: no run folders <name>_seed<S> with results.json" in capsys.readouterr().err

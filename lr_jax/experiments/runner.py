@@ -211,7 +211,7 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
 
     try:
         chain = refinery.run_chain(config, splits, log=log, progress=progress and main_process, on_generation=save,
-                                   workdir=options.workdir, run=options)
+                                   workdir=options.workdir, run=options, code=code)
     except interrupt.Interrupted as stop:
         if stop.finished:
             save(None, stop.finished)  # this invocation's time too, for the resumed run's wall time
