@@ -2,7 +2,7 @@
 # Copies Part two's result files (never checkpoints; no absolute paths) from RUNS_ROOT (experiments/part_two.sh's)
 # into DEST_ROOT/part_two_{online,stronger,converged}/ and writes each design's report there, paired against the
 # independent ground-truth models of the same seed (for the stronger refinery: design 1's).
-# Then writes DEST_ROOT/part_two_headline.md (python -m lr_jax.experiments.part_two_table).
+# Then writes DEST_ROOT/part_two_headline.md and .png (python -m lr_jax.experiments.part_two_table).
 # Usage: bash experiments/collect_part_two.sh RUNS_ROOT [DEST_ROOT, default experiments/results]
 set -euo pipefail
 root=${1:?usage: collect_part_two.sh RUNS_ROOT [DEST_ROOT]}
@@ -24,4 +24,5 @@ done
 python -m lr_jax.report "${copied[@]}" "$dest_root"/part_two_online/ground_truth_seed*/ --out "$dest/report" \
   --reference "$dest_root/part_two_online/ground_truth_seed0" --examples "$dest/online_seed0"
 # The headline: every design's paired differences against its controls, with 95% intervals and per-seed values.
-python -m lr_jax.experiments.part_two_table "$dest_root" --out "$dest_root/part_two_headline.md" > /dev/null
+python -m lr_jax.experiments.part_two_table "$dest_root" --out "$dest_root/part_two_headline.md" \
+  --plot "$dest_root/part_two_headline.png" > /dev/null

@@ -485,13 +485,13 @@ def write_tables(report: Report, out: str) -> dict[str, str]:
 # Plots (matplotlib's object interface: no pyplot, so no global backend is touched and notebooks keep theirs).
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save_figure(figure, path: str) -> str:
+def save_figure(figure, path: str) -> str:
     """Saves a PNG atomically (temporary file, then rename)."""
     results.write_atomic(path, lambda f: figure.savefig(f, format="png"), binary=True)
     return path
@@ -519,7 +519,7 @@ def plot_accuracy(report: Report, path: str) -> Optional[str]:
               if any(row[key] is not None for c in report.configurations for row in c.rows)]
     if not panels:
         return None
-    figure = _new_figure(5.5 * len(panels), 4.2)
+    figure = new_figure(5.5 * len(panels), 4.2)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for axis, (key, name) in zip(axes, panels):
         count = len(report.configurations)
@@ -534,7 +534,7 @@ def plot_accuracy(report: Report, path: str) -> Optional[str]:
         _integer_ticks(axis, report)
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_train_vs_test(report: Report, path: str) -> str:
@@ -543,7 +543,7 @@ def plot_train_vs_test(report: Report, path: str) -> str:
     count = len(report.configurations)
     columns = min(count, 3)
     rows = -(-count // columns)
-    figure = _new_figure(4.8 * columns, 3.8 * rows)
+    figure = new_figure(4.8 * columns, 3.8 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis in axes[count:]:
         axis.set_visible(False)
@@ -570,7 +570,7 @@ def plot_train_vs_test(report: Report, path: str) -> str:
         _integer_ticks(axis, report)
         axis.legend(fontsize="small", loc="lower right")
     figure.suptitle(f"{report.dataset}: train vs held-out accuracy")
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -> str:
@@ -580,7 +580,7 @@ def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -
     images, labels, names = summary["images"], summary["labels"], [str(n) for n in summary["class_names"]]
     probs, generations = summary["probs"].astype(np.float32), summary["generations"]
     count = min(count, len(labels))
-    figure = _new_figure(1.3 + 1.75 * len(generations), 1.15 * count + 0.5)
+    figure = new_figure(1.3 + 1.75 * len(generations), 1.15 * count + 0.5)
     grid = figure.add_gridspec(count, 1 + len(generations), width_ratios=[1.0] + [1.5] * len(generations))
     for i in range(count):
         image_axis = figure.add_subplot(grid[i, 0])
@@ -598,7 +598,7 @@ def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -
             for rank, c in enumerate(order):
                 axis.text(0.02, 0.8 - 0.3 * rank, f"{names[c]} {probs[j, i, c]:.2f}", fontsize="small",
                           transform=axis.transAxes, color="tab:green" if c == int(labels[i]) else "black")
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_label_entropy(report: Report, path: str) -> Optional[str]:
@@ -617,7 +617,7 @@ def plot_label_entropy(report: Report, path: str) -> Optional[str]:
             pooled.append((configuration.label, {g: np.concatenate(v) for g, v in sorted(by_generation.items())}))
     if not pooled:
         return None
-    figure = _new_figure(5.0 * len(pooled), 3.8)
+    figure = new_figure(5.0 * len(pooled), 3.8)
     axes = figure.subplots(1, len(pooled), squeeze=False, sharey=True)[0]
     for axis, (label, by_generation) in zip(axes, pooled):
         generations = list(by_generation)
@@ -629,7 +629,7 @@ def plot_label_entropy(report: Report, path: str) -> Optional[str]:
         axis.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel("label entropy (nats)")
     figure.suptitle(f"{report.dataset}: entropy of the training labels each generation produced")
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 # Everything at once.

@@ -326,7 +326,7 @@ def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
     stronger = (tmp_path / "results" / "part_two_stronger" / "report" / "summary.md").read_text()
     assert f"| tiny_cnn, online, reused refinery{flip} | validation | reference gen k, same seed |" in stronger
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
-        "part_two_converged", "part_two_headline.md", "part_two_online", "part_two_stronger"]
+        "part_two_converged", "part_two_headline.md", "part_two_headline.png", "part_two_online", "part_two_stronger"]
     assert_no_absolute_paths(tmp_path / "results")
     # The headline subtracts, seed by seed, the partner's generation: here the compute-matched run minus the chain's
     # last generation, and the converged chain's plain accuracy minus its ground-truth models'.

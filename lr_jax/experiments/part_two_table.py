@@ -1,13 +1,13 @@
 """Part two's headline table: every design's paired differences against its controls, with 95% intervals.
 
-    python -m lr_jax.experiments.part_two_table ROOT [--out FILE]
+    python -m lr_jax.experiments.part_two_table ROOT [--out FILE] [--plot PNG]
 
 ROOT holds experiments/part_two.sh's designs, either as it wrote them (ROOT/online, ROOT/stronger,
 ROOT/converged) or as experiments/collect_part_two.sh copied them (ROOT/part_two_online, ...). Each line
 subtracts, seed by seed, a partner run with the same seed and data (so the same validation split and, for the
 same generation, the same initialisation and data order), then gives the mean over seeds, its 95% Student-t
 interval (lr_jax.report.difference) and the per-seed differences. Prints the markdown table (and writes it to
-FILE with --out).
+FILE with --out; with --plot, draws the same differences as a forest plot).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def lines() -> list[Line]:
         Line("2", "online student minus ground-truth generation 1", "stronger/online", truth, ((2, 2, 1),)),
         Line("3. converged teacher (5,000 images, 60 epochs)", "online chain minus independent ground-truth models",
              converged, converged_truth, SAME_GENERATION),
-        Line("3", "the same without flip averaging", converged, converged_truth, SAME_GENERATION, key=NO_FLIP),
+        Line("3", "online chain minus ground-truth models, without flip averaging", converged, converged_truth,
+             SAME_GENERATION, key=NO_FLIP),
         Line("3", "ensemble of generations minus ensemble of ground-truth models", converged, converged_truth,
              SAME_GENERATION, key=ENSEMBLE),
     ]
@@ -119,25 +120,61 @@ def per_seed(runs: dict, line: Line, generation: int, partner_generation: int) -
     return out
 
 
-def table(runs: dict) -> str:
-    """The markdown table: one row per Line with data, generations 1-3 as columns (mean [95% interval] (pairs)),
-    then each cell's per-seed differences."""
-    comparisons = lines()
-    filled = [(line, column, values) for line in comparisons for column, generation, partner_generation in line.cells
-              for compared, values in per_seed(runs, line, generation, partner_generation).items()
-              for column in [column or compared]]
-    columns = max([3] + [column for _, column, _ in filled])
+class Cell(NamedTuple):
+    """One filled cell: the Line, its generation column and {seed: difference}."""
+
+    line: Line
+    column: int
+    values: dict[int, float]
+
+
+def cells_of(runs: dict) -> list[Cell]:
+    """Every Line's cells that have at least one pair, in the order of lines()."""
+    return [Cell(line, column or compared, values)
+            for line in lines() for column, generation, partner_generation in line.cells
+            for compared, values in per_seed(runs, line, generation, partner_generation).items()]
+
+
+def table(cells: list[Cell]) -> str:
+    """The markdown table: one row per Line with data, generations as columns (mean [95% interval] (pairs)), then
+    each cell's per-seed differences."""
+    columns = max([3] + [cell.column for cell in cells])
     rows = ["| design | comparison | " + " | ".join(f"gen {g}" for g in range(1, columns + 1))
             + " | per seed (seed: points) |", "|---|---|" + "---|" * columns + "---|"]
-    for line in comparisons:
-        cells, seeds = ["-"] * columns, []
-        for _, column, values in (item for item in filled if item[0] is line):
-            cells[column - 1] = report.format_difference(report.difference(list(values.values())))
-            listed = ", ".join(f"{seed}: {results.format_metric(v, 'points')}" for seed, v in values.items())
-            seeds.append(f"gen {column}: {listed}" if len(line.cells) > 1 else listed)
-        if seeds:
-            rows.append(f"| {line.design} | {line.text} | " + " | ".join(cells) + f" | {'; '.join(seeds)} |")
+    by_line: dict[Line, list[Cell]] = {}
+    for cell in cells:
+        by_line.setdefault(cell.line, []).append(cell)
+    for line, filled in by_line.items():
+        texts, seeds = ["-"] * columns, []
+        for cell in filled:
+            texts[cell.column - 1] = report.format_difference(report.difference(list(cell.values.values())))
+            listed = ", ".join(f"{seed}: {results.format_metric(v, 'points')}" for seed, v in cell.values.items())
+            seeds.append(f"gen {cell.column}: {listed}" if len(line.cells) > 1 else listed)
+        rows.append(f"| {line.design} | {line.text} | " + " | ".join(texts) + f" | {'; '.join(seeds)} |")
     return "\n".join(rows)
+
+
+def plot(cells: list[Cell], path: str) -> str:
+    """A forest plot: per cell, the mean paired difference (points) with its 95% interval and the per-seed
+    differences as dots, one row per cell, top to bottom in table order; a line at 0."""
+    figure = report.new_figure(12.0, 0.36 * len(cells) + 1.2)
+    axis = figure.subplots()
+    for row, cell in enumerate(cells):
+        design = int(cell.line.design.split(".")[0])  # "1. online labels, ..." or "1": one colour per design
+        summary = report.difference(list(cell.values.values()))
+        low, high = (summary.low, summary.high) if summary.low is not None else (summary.mean, summary.mean)
+        axis.errorbar(100 * summary.mean, row, xerr=[[100 * (summary.mean - low)], [100 * (high - summary.mean)]],
+                      fmt="o", color=f"C{design - 1}", capsize=3)
+        axis.scatter([100 * v for v in cell.values.values()], [row] * len(cell.values), marker="x", s=14,
+                     color="gray", zorder=3)
+    axis.set_yticks(range(len(cells)))
+    axis.set_yticklabels([f"{cell.line.design.split('.')[0]}: {cell.line.text}, gen {cell.column}"
+                          for cell in cells], fontsize="x-small")
+    axis.invert_yaxis()
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_xlabel("paired difference, validation accuracy points\n(dot and bar: mean and 95% interval; x: each seed)")
+    axis.grid(axis="x", alpha=0.3)
+    return report.save_figure(figure, path)
 
 
 def main(argv=None) -> str:
@@ -145,15 +182,19 @@ def main(argv=None) -> str:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="part_two.sh's RUNS_ROOT, or collect_part_two.sh's DEST_ROOT")
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--plot", help="also draw the differences (a forest plot) into this PNG file")
     args = parser.parse_args(argv)
     try:
-        text = table(load_runs(args.root))
+        cells = cells_of(load_runs(args.root))
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
+    text = table(cells)
     print(text)
     if args.out:
         results.write_text_atomic(args.out, text + "\n")
+    if args.plot:
+        plot(cells, args.plot)
     return text
 
 
