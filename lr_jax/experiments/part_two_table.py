@@ -37,6 +37,11 @@ class Line(NamedTuple):
     cells: tuple[tuple[int, int, int], ...]
     key: str = FLIP
 
+    @property
+    def design_number(self) -> int:
+        """1, 2 or 3: the position in DESIGNS of the design folder that `run` lives in."""
+        return DESIGNS.index(self.run.split("/")[0]) + 1
+
 
 LAST = 0
 SAME_GENERATION = ((2, 2, 2), (3, 3, 3))  # generation k against the partner's generation k
@@ -160,15 +165,14 @@ def plot(cells: list[Cell], path: str) -> str:
     figure = report.new_figure(12.0, 0.36 * len(cells) + 1.2)
     axis = figure.subplots()
     for row, cell in enumerate(cells):
-        design = int(cell.line.design.split(".")[0])  # "1. online labels, ..." or "1": one colour per design
         summary = report.difference(list(cell.values.values()))
         low, high = (summary.low, summary.high) if summary.low is not None else (summary.mean, summary.mean)
         axis.errorbar(100 * summary.mean, row, xerr=[[100 * (summary.mean - low)], [100 * (high - summary.mean)]],
-                      fmt="o", color=f"C{design - 1}", capsize=3)
+                      fmt="o", color=f"C{cell.line.design_number - 1}", capsize=3)
         axis.scatter([100 * v for v in cell.values.values()], [row] * len(cell.values), marker="x", s=14,
                      color="gray", zorder=3)
     axis.set_yticks(range(len(cells)))
-    axis.set_yticklabels([f"{cell.line.design.split('.')[0]}: {cell.line.text}, gen {cell.column}"
+    axis.set_yticklabels([f"{cell.line.design_number}: {cell.line.text}, gen {cell.column}"
                           for cell in cells], fontsize="x-small")
     axis.invert_yaxis()
     axis.axvline(0, color="black", linewidth=0.8)
