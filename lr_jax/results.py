@@ -81,14 +81,23 @@ def write_failure(error: BaseException) -> Optional[str]:
     return None
 
 
+def umask_mode() -> int:
+    """The mode a plain `open(path, "w")` gives a new file: 0o666 less the process's umask (0644 by default)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomic(path: str, write: Callable[[Any], None], binary: bool = False) -> None:
     """Calls `write(file)` on a temporary file in `path`'s folder, then renames it over `path`; on any error
     the temporary file is removed and `path` is left as it was. A failed write (disk full, ...) raises
-    WriteError naming `path`."""
+    WriteError naming `path`. The file gets the umask's mode, like any file the user writes (mkstemp's
+    temporary files are 0600, which would hide results from collaborators on a shared workdir)."""
     folder, tmp = os.path.dirname(os.path.abspath(path)), None
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()

@@ -1,0 +1,55 @@
+"""Files that runs, reports, caches and portable copies write get the user's umask, like log.txt (not mkstemp's 0600)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from cli_runs import REPO_ROOT, RUN_FLAGS, subprocess_env, write_image_folder
+
+
+def mode_of(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_writes_follow_the_umask(tmp_path, umask):
+    from lr_jax import results
+
+    previous = os.umask(umask)
+    try:
+        results.write_json_atomic(str(tmp_path / "a.json"), {"x": 1})
+        results.write_text_atomic(str(tmp_path / "b.md"), "text")
+        with open(tmp_path / "plain.txt", "w") as f:  # what log.txt gets
+            f.write("line\n")
+    finally:
+        os.umask(previous)
+    assert mode_of(tmp_path / "plain.txt") == 0o666 & ~umask
+    assert mode_of(tmp_path / "a.json") == 0o666 & ~umask
+    assert mode_of(tmp_path / "b.md") == 0o666 & ~umask
+
+
+def test_a_run_its_cache_and_its_portable_copy_are_readable_by_others(tmp_path):
+    """A whole CLI run under umask 022: every file it writes outside checkpoints is 0644, as log.txt is."""
+    data = write_image_folder(tmp_path / "data")
+    workdir, cache, copy = tmp_path / "run", tmp_path / "cache", tmp_path / "copy"
+    command = [sys.executable, "-m", "lr_jax.experiments.cifar10", "--data_dir", str(data), "--cache_dir", str(cache),
+               "--workdir", str(workdir), *RUN_FLAGS]
+    run = subprocess.run(command, env=subprocess_env(1), capture_output=True, text=True, timeout=240, cwd=REPO_ROOT,
+                         preexec_fn=lambda: os.umask(0o022))
+    assert run.returncode == 0, run.stderr[-2000:]
+    written = [workdir / name for name in ("results.json", "results.md", "config.json", "labels_summary.npz",
+                                           "log.txt")]
+    written += list(cache.rglob("*.npz"))
+    assert len(written) == 6, written
+    assert {path.name: oct(mode_of(path)) for path in written} == {path.name: oct(0o644) for path in written}
+    copied = subprocess.run([sys.executable, "-m", "lr_jax.results", str(workdir), str(copy)], env=subprocess_env(1),
+                            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+                            preexec_fn=lambda: os.umask(0o022))
+    assert copied.returncode == 0, copied.stderr[-2000:]
+    copies = [path for path in copy.rglob("*") if path.is_file()]
+    assert copies and all(mode_of(path) == 0o644 for path in copies), {p.name: oct(mode_of(p)) for p in copies}
