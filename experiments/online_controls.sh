@@ -27,7 +27,10 @@ epochs=()
 controls=${CONTROLS:-ground_truth matched_smoothing distillation compute_matched}
 mkdir -p "$runs"
 log="$runs/log.txt"
-train() { python -m lr_jax.experiments.cifar10 --seed "$seed" --no_progress "$@" >> "$log" 2>&1; }
+# shellcheck source=experiments/run_logged.sh
+. "$(dirname "$0")/run_logged.sh"
+# train ... --workdir DIR: one run (the workdir is its last flag), output into $log, a progress line on the terminal.
+train() { run_logged "$log" "${@: -1}" python -m lr_jax.experiments.cifar10 --seed "$seed" --no_progress "$@"; }
 
 chain="$runs/online_seed$seed"
 train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
@@ -56,7 +59,7 @@ for control in $controls; do
       train "$@" "${epochs[@]}" --label_mode online --refinery_workdir "$chain" --refinery_generation 1 --temperature 4 \
         --gt_weight 0.5 --generations 2 --workdir "$runs/distillation_seed$seed" ;;
     compute_matched)
-      train "$@" --generations 1 --workdir "$runs/compute_matched_seed$seed" --epochs $((generations * chain_epochs)) ;;
+      train "$@" --generations 1 --epochs $((generations * chain_epochs)) --workdir "$runs/compute_matched_seed$seed" ;;
     *) echo "online_controls.sh: unknown control '$control' in CONTROLS" >&2; exit 2 ;;
   esac
 done

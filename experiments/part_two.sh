@@ -18,6 +18,8 @@ set -euo pipefail
 root=${1:?usage: part_two.sh RUNS_ROOT [flags]}
 shift
 here=$(dirname "$0")
+# shellcheck source=experiments/run_logged.sh
+. "$here/run_logged.sh"
 for seed in ${SEEDS:-0 1 2}; do
   for design in ${DESIGNS:-online stronger converged}; do
     case $design in
@@ -29,9 +31,9 @@ for seed in ${SEEDS:-0 1 2}; do
           echo "part_two.sh: $teacher has no finished generation; run DESIGNS=online first" >&2; exit 2
         fi
         mkdir -p "$root/stronger"
-        python -m lr_jax.experiments.cifar10 --preset cpu --seed "$seed" --no_progress "$@" --label_mode online \
-          --refinery_workdir "$teacher" --generations 2 --workdir "$root/stronger/online_seed$seed" \
-          >> "$root/stronger/log.txt" 2>&1 ;;
+        run_logged "$root/stronger/log.txt" "$root/stronger/online_seed$seed" \
+          python -m lr_jax.experiments.cifar10 --preset cpu --seed "$seed" --no_progress "$@" --label_mode online \
+          --refinery_workdir "$teacher" --generations 2 --workdir "$root/stronger/online_seed$seed" ;;
       converged)
         CONTROLS=ground_truth EPOCHS=${CONVERGED_EPOCHS:-60} bash "$here/online_controls.sh" "$root/converged" "$seed" --preset cpu \
           --train_size 5000 "$@" ;;

@@ -11,11 +11,13 @@ runs=${2:?usage: seeds_cpu.sh DATASET RUNS_DIR [flags]}
 shift 2
 generations=${GENERATIONS:-4}
 mkdir -p "$runs"
+# shellcheck source=experiments/run_logged.sh
+. "$(dirname "$0")/run_logged.sh"
 for seed in 0 1 2; do
-  python -m "lr_jax.experiments.$dataset" --preset cpu_v1 --generations "$generations" --seed "$seed" --no_progress "$@" \
-    --workdir "$runs/refinery_seed$seed" >> "$runs/log.txt" 2>&1
-  python -m "lr_jax.experiments.$dataset" --preset cpu_v1 --generations 1 --label_smoothing 0.1 --seed "$seed" \
-    --no_progress "$@" --workdir "$runs/label_smoothing_seed$seed" >> "$runs/log.txt" 2>&1
+  run_logged "$runs/log.txt" "$runs/refinery_seed$seed" python -m "lr_jax.experiments.$dataset" --preset cpu_v1 \
+    --generations "$generations" --seed "$seed" --no_progress "$@" --workdir "$runs/refinery_seed$seed"
+  run_logged "$runs/log.txt" "$runs/label_smoothing_seed$seed" python -m "lr_jax.experiments.$dataset" --preset cpu_v1 \
+    --generations 1 --label_smoothing 0.1 --seed "$seed" --no_progress "$@" --workdir "$runs/label_smoothing_seed$seed"
 done
 python -m lr_jax.report "$runs"/refinery_seed* "$runs"/label_smoothing_seed* --out "$runs/report" \
   --examples "$runs/refinery_seed0"

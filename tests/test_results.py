@@ -265,14 +265,17 @@ def test_collect_results_copies_runs_without_paths_and_reports(tmp_path):
     assert_no_absolute_paths(dest)
 
 
-def test_variants_script_creates_its_log_folder_on_a_fresh_clone(tmp_path):
-    """The first variant starts (and here stops at once: no data) with its output in RUNS_DIR.log."""
+def test_variants_script_passes_flags_through_and_logs_where_it_says(tmp_path):
+    """The first variant starts (and here stops at once: bad data) with its output in RUNS_DIR/log.txt, the extra
+    flags reach the runner (last, so they override), and the terminal gets a progress line per run."""
     done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "variants_cpu.sh"), str(tmp_path / "no_data"),
-                           "fresh/runs/variants"], cwd=tmp_path, env=script_environment(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+                           "fresh/runs/variants", "--cache_dir", str(tmp_path / "cache"), "--epochs", "0"],
+                          cwd=tmp_path, env=script_environment(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]  # the runner's exit status for bad input, not bash's 1
-    log = (tmp_path / "fresh" / "runs" / "variants.log").read_text()
-    assert f"--data_dir {tmp_path / 'no_data'}: no such file or folder" in log
+    log = (tmp_path / "fresh" / "runs" / "variants" / "log.txt").read_text()
+    assert "--epochs must be at least 1, got 0" in log  # the extra flag overrode the script's --epochs 6
+    assert "fresh/runs/variants/precomputed: started" in done.stdout
+    assert "fresh/runs/variants/precomputed: stopped with exit status 2" in done.stdout
 
 
 def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
@@ -287,6 +290,10 @@ def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
     done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "part_two.sh"), "runs", *flags], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stderr + (tmp_path / "runs" / "online" / "log.txt").read_text())[-3000:]
+    finished = [line for line in done.stdout.splitlines() if ": finished after " in line]
+    assert len(finished) == 8, done.stdout  # online: chain + 4 controls; stronger: 1; converged: chain + 1 control
+    assert any("runs/online/online_seed0: finished" in line and "2 generation(s), generation 2 val " in line
+               for line in finished), done.stdout
 
     def payload(run):
         with open(tmp_path / "runs" / run / "results.json") as f:

@@ -1,0 +1,23 @@
+# Sourced by the experiment scripts: one training run, its output appended to a log file, a progress line on the
+# terminal when it starts and when it ends (its generations and last validation accuracy, or its exit status).
+# Usage: run_logged LOG WORKDIR COMMAND [ARG ...]   (returns COMMAND's exit status)
+run_logged() {
+  local log=$1 workdir=$2 status=0 started=$SECONDS
+  shift 2
+  printf '[%s] %s: started (output in %s)\n' "$(date +%H:%M:%S)" "$workdir" "$log"
+  "$@" >> "$log" 2>&1 || status=$?
+  local summary
+  summary=$(python - "$workdir/results.json" <<'PY' 2>/dev/null || true
+import json, sys
+rows = json.load(open(sys.argv[1]))["generations"]
+if rows:
+    last = rows[-1]
+    flip = "" if last.get("val_accuracy_no_flip") is None else f" ({100 * last['val_accuracy_no_flip']:.2f}% without flip averaging)"
+    print(f"{len(rows)} generation(s), generation {last['generation']} val {100 * last['val_accuracy']:.2f}%{flip}")
+PY
+)
+  printf '[%s] %s: %s after %d s%s\n' "$(date +%H:%M:%S)" "$workdir" \
+    "$([ "$status" = 0 ] && echo finished || echo "stopped with exit status $status")" $((SECONDS - started)) \
+    "${summary:+; $summary}"
+  return "$status"
+}
