@@ -1,0 +1,151 @@
+"""Designs: each design's headline comparisons declared as data (Design, Comparison), PART_TWO, and their cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from typing import Callable, NamedTuple, Optional, Sequence
+
+from lr_jax.analysis import runs as runs_lib
+from lr_jax.analysis import stats
+from lr_jax.analysis.runs import Run
+from lr_jax.analysis.stats import LAST, Generations
+
+FLIP, NO_FLIP = "val_accuracy", "val_accuracy_no_flip"
+ENSEMBLE = "ensemble_val_accuracy"
+
+
+class Quantity(NamedTuple):
+    """What a comparison's cell holds per seed: `compute` of the metric values of its runs (run, partner,
+    *others, each at its generation of the cell), printed as results.format_metric `kind`."""
+
+    name: str
+    compute: Callable[..., float]
+    kind: str
+
+
+DIFFERENCE = Quantity("difference", operator.sub, "points")  # run minus partner
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One headline row: `quantity` (by default `run`'s metric `key` minus `partner`'s) over the seeds that every
+    run of the comparison has with the same data, at the cells of `generations`. Runs are named 'folder/name': the
+    run folders <name>_seed<S> of that design folder. `group` is the row's first column (the design's name on its
+    first row); `others` are further runs a quantity of more than two runs reads (each cell then gives their
+    generations too)."""
+
+    group: str
+    text: str
+    run: str
+    partner: str
+    generations: Generations
+    key: str = FLIP
+    quantity: Quantity = DIFFERENCE
+    others: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.run, self.partner, *self.others)
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """A headline: its `comparisons`, in table order, between run folders under a root (ROOT/<prefix><folder>
+    where collected, else ROOT/<folder>; see runs.load_named_runs); `measure` names the metric in the plot."""
+
+    name: str
+    folders: tuple[str, ...]
+    prefix: str
+    comparisons: tuple[Comparison, ...]
+    measure: str = "validation accuracy"
+
+    def folder_number(self, comparison: Comparison) -> int:
+        """1, 2, ...: the position in `folders` of the folder that the comparison's run lives in."""
+        return self.folders.index(comparison.run.split("/")[0]) + 1
+
+    def load_runs(self, root: str) -> dict[tuple[str, int], Run]:
+        return runs_lib.load_named_runs(root, self.folders, self.prefix)
+
+
+class Evaluation(NamedTuple):
+    """One evaluation a headline can give every comparison in: its name, and the suffix that turns a comparison's
+    key into this evaluation's (a key that already ends in another evaluation's suffix is given in that one only)."""
+
+    name: str
+    suffix: str
+
+
+BOTH_EVALUATIONS = (Evaluation("flip-averaged", ""), Evaluation("without flip", "_no_flip"))
+
+
+class HeadlineCell(NamedTuple):
+    """One filled cell of a headline: its comparison, generation column, {seed: value} and evaluation (None when
+    the headline gives one evaluation)."""
+
+    comparison: Comparison
+    column: int
+    values: dict[int, float]
+    evaluation: Optional[str] = None
+
+
+def evaluated_keys(key: str, evaluations: Optional[Sequence[Evaluation]]) -> list[tuple[Optional[str], str]]:
+    """(evaluation name, metric key) pairs a comparison on `key` is given in: (None, key) without evaluations."""
+    if not evaluations:
+        return [(None, key)]
+    own = [e for e in evaluations if e.suffix and key.endswith(e.suffix)]
+    if own:
+        return [(own[0].name, key)]
+    return [(e.name, key + e.suffix) for e in evaluations]
+
+
+def headline_cells(design: Design, runs: dict[tuple[str, int], Run],
+                   evaluations: Optional[Sequence[Evaluation]] = None) -> list[HeadlineCell]:
+    """Every comparison's cells with at least one seed, in declaration order (then evaluation, then column); runs
+    of one seed with other data are an error (stats.match_seeds, strict)."""
+    cells = []
+    for comparison in design.comparisons:
+        groups = stats.match_seeds(*(runs_lib.runs_named(runs, name) for name in comparison.names), strict=True)
+        for evaluation, key in evaluated_keys(comparison.key, evaluations):
+            values = stats.paired_values(groups, key, comparison.generations, comparison.quantity.compute)
+            cells += [HeadlineCell(comparison, column, by_seed, evaluation) for column, by_seed in values.items()]
+    return cells
+
+
+# Part two (experiments/README.md, Part two, explains each control): design 1 online labels with its controls,
+# design 2 a stronger refinery, design 3 a converged teacher.
+_CHAIN, _TRUTH = "online/online", "online/ground_truth"
+_CONVERGED, _CONVERGED_TRUTH = "converged/online", "converged/ground_truth"
+_SAME_GENERATION = Generations(((2, 2, 2), (3, 3, 3)))  # generation k against the partner's generation k
+
+
+def _at(column: int, generation: int, partner_generation: int) -> Generations:
+    return Generations(((column, generation, partner_generation),))
+
+
+PART_TWO = Design("Part two", ("online", "stronger", "converged"), "part_two_", (
+    Comparison("1. online labels, `cpu` preset", "online chain minus independent ground-truth models", _CHAIN,
+               _TRUTH, _SAME_GENERATION),
+    Comparison("1", "ensemble of the chain's generations minus ensemble of as many ground-truth models", _CHAIN,
+               _TRUTH, _SAME_GENERATION, key=ENSEMBLE),
+    Comparison("1", "entropy-matched label smoothing minus ground truth", "online/matched_smoothing", _TRUTH,
+               _at(1, 1, 1)),
+    Comparison("1", "distillation (T = 4, ground-truth weight 0.5) minus ground-truth model 2",
+               "online/distillation", _TRUTH, _at(2, 2, 2)),
+    Comparison("1", "distillation minus the online chain's generation 2", "online/distillation", _CHAIN,
+               _at(2, 2, 2)),
+    Comparison("1", "compute-matched ground truth (3 x the epochs) minus ground truth", "online/compute_matched",
+               _TRUTH, _at(1, 1, 1)),
+    Comparison("1", "compute-matched ground truth minus the chain's last generation (same SGD steps)",
+               "online/compute_matched", _CHAIN, _at(LAST, 1, LAST)),
+    Comparison("2. stronger refinery (design 1's compute-matched model)", "teacher minus ground-truth generation 1",
+               "stronger/online", _TRUTH, _at(1, 1, 1)),
+    Comparison("2", "online student minus ground-truth model 2", "stronger/online", _TRUTH, _at(2, 2, 2)),
+    Comparison("2", "online student minus ground-truth generation 1", "stronger/online", _TRUTH, _at(2, 2, 1)),
+    Comparison("3. converged teacher (5,000 images, 60 epochs)", "online chain minus independent ground-truth models",
+               _CONVERGED, _CONVERGED_TRUTH, _SAME_GENERATION),
+    Comparison("3", "online chain minus ground-truth models, without flip averaging", _CONVERGED, _CONVERGED_TRUTH,
+               _SAME_GENERATION, key=NO_FLIP),
+    Comparison("3", "ensemble of generations minus ensemble of ground-truth models", _CONVERGED, _CONVERGED_TRUTH,
+               _SAME_GENERATION, key=ENSEMBLE),
+))

@@ -1,0 +1,188 @@
+"""Plots: figure helpers, the report's four plots (PLOTS) and the headline's forest plot of paired differences."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from lr_jax import results
+from lr_jax.analysis import stats
+from lr_jax.analysis.runs import ACCURACIES, LABEL_SUMMARY, Configuration, Report, held_out_key, load_label_summary
+
+PLOTS = ("accuracy", "train_vs_test", "label_examples", "label_entropy")  # <out>/<name>.png, in this order
+
+
+# Plots (matplotlib's object interface: no pyplot, so no global backend is touched and notebooks keep theirs).
+
+
+def new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def save_figure(figure, path: str) -> str:
+    """Saves a PNG atomically (temporary file, then rename)."""
+    results.write_atomic(path, lambda f: figure.savefig(f, format="png"), binary=True)
+    return path
+
+
+def _series(configuration: Configuration, key: str):
+    """(generations, means, stds) in % for the generations that have `key`."""
+    rows = [row for row in configuration.rows if row[key] is not None]
+    generations = [row["generation"] for row in rows]
+    means = [100 * row[key].mean for row in rows]
+    stds = [100 * (row[key].std or 0.0) for row in rows]
+    return generations, means, stds
+
+
+def _integer_ticks(axis, report: Report) -> None:
+    generations = sorted({row["generation"] for c in report.configurations for row in c.rows})
+    axis.set_xticks(generations)
+    axis.set_xlabel("generation")
+
+
+def plot_accuracy(report: Report, path: str) -> Optional[str]:
+    """Plot 1: validation and test accuracy (those present) per generation, mean ± std over seeds, one line per
+    configuration. None (no file) when no run has either (--val_size 0 and no test split)."""
+    panels = [(key, name) for key, name in ACCURACIES
+              if any(row[key] is not None for c in report.configurations for row in c.rows)]
+    if not panels:
+        return None
+    figure = new_figure(5.5 * len(panels), 4.2)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (key, name) in zip(axes, panels):
+        count = len(report.configurations)
+        for index, configuration in enumerate(report.configurations):
+            generations, means, stds = _series(configuration, key)
+            shift = 0.04 * (index - (count - 1) / 2)  # side by side, so overlapping error bars stay readable
+            if generations:
+                axis.errorbar(np.array(generations) + shift, means, yerr=stds, marker="o", capsize=4,
+                              label=configuration.label)
+        axis.set_title(f"{report.dataset}: {name} accuracy")
+        axis.set_ylabel(f"{name} accuracy (%)")
+        _integer_ticks(axis, report)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_train_vs_test(report: Report, path: str) -> str:
+    """Plot 2 (the paper's Figure 1): train and test (else validation) accuracy per generation side by side, one
+    panel per configuration, the gap written above each pair."""
+    count = len(report.configurations)
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    figure = new_figure(4.8 * columns, 3.8 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    width = 0.38
+    for axis, configuration in zip(axes, report.configurations):
+        held_key = held_out_key(configuration)
+        held_name = "test" if held_key == "test_accuracy" else "validation"
+        train_x, train_mean, train_std = _series(configuration, "train_accuracy")
+        held_x, held_mean, held_std = _series(configuration, held_key)
+        error_style = dict(capsize=3, ecolor="dimgray")
+        axis.bar(np.array(train_x) - width / 2, train_mean, width, yerr=train_std, label="train", error_kw=error_style)
+        axis.bar(np.array(held_x) + width / 2, held_mean, width, yerr=held_std, label=held_name, error_kw=error_style)
+        held = dict(zip(held_x, held_mean))
+        for x, top in zip(train_x, train_mean):
+            if x in held:
+                axis.annotate(f"gap {top - held[x]:+.1f}", (x, max(top, held[x])), ha="center", va="bottom",
+                              fontsize="x-small", xytext=(0, 6), textcoords="offset points")
+        lows = [m - s for m, s in zip(train_mean + held_mean, train_std + held_std)]
+        highs = [m + s for m, s in zip(train_mean + held_mean, train_std + held_std)]
+        if lows:
+            axis.set_ylim(max(0.0, min(lows) - 5.0), min(100.0, max(highs)) + 6.0)
+        axis.set_title(configuration.label, fontsize="small")
+        axis.set_ylabel("accuracy (%)")
+        _integer_ticks(axis, report)
+        axis.legend(fontsize="small", loc="lower right")
+    figure.suptitle(f"{report.dataset}: train vs held-out accuracy")
+    return save_figure(figure, path)
+
+
+def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -> str:
+    """Plot 3 (the paper's Figure 4): `count` fixed training images of one run, each beside its top-`top` refined
+    labels with probabilities at every generation; the true class in green."""
+    summary = load_label_summary(workdir)
+    images, labels, names = summary["images"], summary["labels"], [str(n) for n in summary["class_names"]]
+    probs, generations = summary["probs"].astype(np.float32), summary["generations"]
+    count = min(count, len(labels))
+    figure = new_figure(1.3 + 1.75 * len(generations), 1.15 * count + 0.5)
+    grid = figure.add_gridspec(count, 1 + len(generations), width_ratios=[1.0] + [1.5] * len(generations))
+    for i in range(count):
+        image_axis = figure.add_subplot(grid[i, 0])
+        grey = images.shape[-1] == 1
+        image_axis.imshow(images[i, :, :, 0] if grey else images[i], cmap="gray" if grey else None)
+        image_axis.set_xticks([])
+        image_axis.set_yticks([])
+        image_axis.set_ylabel(names[int(labels[i])], fontsize="small")
+        for j, generation in enumerate(generations):
+            axis = figure.add_subplot(grid[i, 1 + j])
+            axis.axis("off")
+            if i == 0:
+                axis.set_title(f"generation {int(generation)}", fontsize="small")
+            order = np.argsort(-probs[j, i])[:top]
+            for rank, c in enumerate(order):
+                axis.text(0.02, 0.8 - 0.3 * rank, f"{names[c]} {probs[j, i, c]:.2f}", fontsize="small",
+                          transform=axis.transAxes, color="tab:green" if c == int(labels[i]) else "black")
+    return save_figure(figure, path)
+
+
+def plot_label_entropy(report: Report, path: str) -> Optional[str]:
+    """Plot 4: the distribution of per-image label entropy per generation (violins), pooled over the seeds of each
+    configuration; runs without labels_summary.npz are left out. None (no file) when no run has one."""
+    pooled = []
+    for configuration in report.configurations:
+        by_generation: dict[int, list[np.ndarray]] = {}
+        for run in configuration.runs:
+            if not os.path.exists(os.path.join(run.workdir, LABEL_SUMMARY)):
+                continue
+            summary = load_label_summary(run.workdir)
+            for generation, entropies in zip(summary["generations"], summary["entropies"]):
+                by_generation.setdefault(int(generation), []).append(entropies.astype(np.float32))
+        if by_generation:
+            pooled.append((configuration.label, {g: np.concatenate(v) for g, v in sorted(by_generation.items())}))
+    if not pooled:
+        return None
+    figure = new_figure(5.0 * len(pooled), 3.8)
+    axes = figure.subplots(1, len(pooled), squeeze=False, sharey=True)[0]
+    for axis, (label, by_generation) in zip(axes, pooled):
+        generations = list(by_generation)
+        axis.violinplot([by_generation[g] for g in generations], positions=generations, showmeans=True,
+                        showextrema=True)
+        axis.set_xticks(generations)
+        axis.set_xlabel("generation")
+        axis.set_title(label, fontsize="small")
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("label entropy (nats)")
+    figure.suptitle(f"{report.dataset}: entropy of the training labels each generation produced")
+    return save_figure(figure, path)
+
+
+def forest_plot(design, cells: Sequence, path: str) -> str:
+    """The headline of designs.headline_cells as a forest plot: per cell, the mean paired difference (points) with
+    its 95% interval and the per-seed values as dots, one row per cell, top to bottom in table order, coloured by
+    the design folder of the comparison's run; a line at 0."""
+    figure = new_figure(12.0, 0.36 * len(cells) + 1.2)
+    axis = figure.subplots()
+    for row, cell in enumerate(cells):
+        summary = stats.difference(list(cell.values.values()))
+        low, high = (summary.low, summary.high) if summary.low is not None else (summary.mean, summary.mean)
+        axis.errorbar(100 * summary.mean, row, xerr=[[100 * (summary.mean - low)], [100 * (high - summary.mean)]],
+                      fmt="o", color=f"C{design.folder_number(cell.comparison) - 1}", capsize=3)
+        axis.scatter([100 * v for v in cell.values.values()], [row] * len(cell.values), marker="x", s=14,
+                     color="gray", zorder=3)
+    axis.set_yticks(range(len(cells)))
+    axis.set_yticklabels([f"{design.folder_number(cell.comparison)}: {cell.comparison.text}"
+                          f"{'' if cell.evaluation is None else ', ' + cell.evaluation}, gen {cell.column}"
+                          for cell in cells], fontsize="x-small")
+    axis.invert_yaxis()
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_xlabel(f"paired difference, {design.measure} points\n(dot and bar: mean and 95% interval; x: each seed)")
+    axis.grid(axis="x", alpha=0.3)
+    return save_figure(figure, path)

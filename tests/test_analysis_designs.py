@@ -1,0 +1,126 @@
+"""lr_jax.analysis.designs: headline comparisons declared as data, rendered by the one headline-table writer, against
+hand-computed paired differences and 95% intervals; the shared seed pairing; the forest plot; PART_TWO."""
+
+import pytest
+import scipy.stats
+
+from lr_jax.analysis import cli, designs, plots, stats, tables
+from lr_jax.analysis.designs import Comparison, Design, Quantity
+from lr_jax.analysis.runs import runs_named
+from lr_jax.analysis.stats import LAST, SAME, Generations
+from test_report import assert_png_drawn, generation_row, write_run
+
+# Validation accuracy per seed (flip-averaged, then without flip) at generations 1 and 2.
+CHAIN = {0: ((0.80, 0.81), (0.79, 0.80)), 1: ((0.82, 0.84), (0.81, 0.83)), 2: ((0.84, 0.86), (0.83, 0.85))}
+TRUTH = {0: ((0.80, 0.80), (0.79, 0.80)), 1: ((0.82, 0.82), (0.81, 0.82)), 2: ((0.84, 0.83), (0.83, 0.83))}
+
+
+def rows(accuracies):
+    (flip1, flip2), (plain1, plain2) = accuracies
+    out = [generation_row(1, flip1), generation_row(2, flip2)]
+    out[0]["val_accuracy_no_flip"], out[1]["val_accuracy_no_flip"] = plain1, plain2
+    return out
+
+
+@pytest.fixture
+def root(tmp_path):
+    """ROOT/collected_a/{chain,truth}_seed{0,1,2} and a stale ROOT/a that the collected copy hides.
+
+    Generation 2, chain minus truth: +1, +2, +3 points -> mean +2, sample std 1 point, 95% half width
+    t(0.975, 2) * 1 / sqrt(3) = 4.3027 / 1.7321 = 2.484 points -> [-0.48, +4.48]. Without flip: 0, +1, +2 points ->
+    +1.00 [-1.48, +3.48]. Chain generation 2 minus truth generation 1: +1, +2, +2 -> +1.67 (3)."""
+    for seed in range(3):
+        write_run(tmp_path / "collected_a" / f"chain_seed{seed}", rows(CHAIN[seed]), seed=seed)
+        write_run(tmp_path / "collected_a" / f"truth_seed{seed}", rows(TRUTH[seed]), seed=seed)
+    write_run(tmp_path / "a" / "chain_seed7", rows(CHAIN[0]), seed=7)
+    return tmp_path
+
+
+DESIGN = Design("test", ("a",), "collected_", (
+    Comparison("1. a design", "chain minus truth", "a/chain", "a/truth", Generations(((2, 2, 2),))),
+    Comparison("1", "chain minus truth's generation 1", "a/chain", "a/truth", Generations(((2, 2, 1),))),
+    Comparison("1", "nothing to pair", "a/chain", "a/missing", Generations(((2, 2, 2),))),
+))
+
+
+def test_paired_values_pair_seeds_and_resolve_generations(root):
+    runs = DESIGN.load_runs(str(root))
+    assert sorted(runs) == [(f"a/{name}", seed) for name in ("chain", "truth") for seed in range(3)]
+    groups = stats.match_seeds(runs_named(runs, "a/chain"), runs_named(runs, "a/truth"))
+    assert [(chain.workdir[-11:], truth.workdir[-11:]) for chain, truth in groups] == [
+        ("chain_seed0", "truth_seed0"), ("chain_seed1", "truth_seed1"), ("chain_seed2", "truth_seed2")]
+    every = stats.paired_values(groups, "val_accuracy", Generations(partner=SAME))
+    assert every == {1: pytest.approx({0: 0.0, 1: 0.0, 2: 0.0}), 2: pytest.approx({0: 0.01, 1: 0.02, 2: 0.03})}
+    # LAST: the partner's configured last generation (2), shown in that column: 0.80 - 0.80, ..., 0.84 - 0.83.
+    assert stats.paired_values(groups, "val_accuracy", Generations(((LAST, 1, LAST),))) == {
+        2: pytest.approx({0: 0.0, 1: 0.0, 2: 0.01})}
+    summary = stats.difference([0.01, 0.02, 0.03])
+    interval = scipy.stats.ttest_1samp([0.01, 0.02, 0.03], 0.0).confidence_interval(0.95)
+    assert (summary.low, summary.high, summary.n) == pytest.approx((interval.low, interval.high, 3))
+
+
+def test_headline_table_renders_the_declaration(root):
+    text = tables.headline_table(designs.headline_cells(DESIGN, DESIGN.load_runs(str(root))))
+    assert text.splitlines() == [
+        "| design | comparison | gen 1 | gen 2 | gen 3 | per seed (seed: points) |",
+        "|---|---|---|---|---|---|",
+        "| 1. a design | chain minus truth | - | +2.00 [-0.48, +4.48] (3) | - | 0: +1.00, 1: +2.00, 2: +3.00 |",
+        "| 1 | chain minus truth's generation 1 | - | +1.67 [+0.23, +3.10] (3) | - | 0: +1.00, 1: +2.00, 2: +2.00 |",
+    ]  # "nothing to pair" has no cell, hence no row
+
+
+def test_both_evaluations_give_every_comparison_twice(root):
+    design = Design("test", ("a",), "collected_", DESIGN.comparisons[:1] + (
+        Comparison("1", "without flip only", "a/chain", "a/truth", Generations(((2, 2, 2),)), key=designs.NO_FLIP),))
+    cells = designs.headline_cells(design, design.load_runs(str(root)), designs.BOTH_EVALUATIONS)
+    assert tables.headline_table(cells).splitlines()[2:] == [
+        "| 1. a design | chain minus truth | flip-averaged | - | +2.00 [-0.48, +4.48] (3) | - | "
+        "0: +1.00, 1: +2.00, 2: +3.00 |",
+        "| 1. a design | chain minus truth | without flip | - | +1.00 [-1.48, +3.48] (3) | - | "
+        "0: +0.00, 1: +1.00, 2: +2.00 |",
+        "| 1 | without flip only | without flip | - | +1.00 [-1.48, +3.48] (3) | - | 0: +0.00, 1: +1.00, 2: +2.00 |",
+    ]
+    assert "| design | comparison | evaluation | gen 1 |" in tables.headline_table(cells)
+
+
+def test_a_quantity_of_three_runs(root):
+    """Room for derived cells: (refined - noisy) / (clean - noisy) of three runs of each seed, as a percentage."""
+    recovered = Quantity("recovered fraction", lambda refined, noisy, clean: (refined - noisy) / (clean - noisy),
+                         "percent")
+    for seed in range(3):
+        write_run(root / "collected_a" / f"clean_seed{seed}", rows(((0.90, 0.90), (0.90, 0.90))), seed=seed)
+    design = Design("test", ("a",), "collected_", (
+        Comparison("1", "recovered", "a/chain", "a/truth", Generations(((2, 2, 1, 1),)), quantity=recovered,
+                   others=("a/clean",)),))
+    (cell,) = designs.headline_cells(design, design.load_runs(str(root)))
+    # (0.81 - 0.80) / 0.10, (0.84 - 0.82) / 0.08, (0.86 - 0.84) / 0.06
+    assert cell.values == pytest.approx({0: 0.1, 1: 0.25, 2: 1 / 3})
+    row = tables.headline_table([cell]).splitlines()[2]
+    assert row.startswith("| 1 | recovered | - | 22.78 [") and row.endswith("(3) | - | 0: 10.00, 1: 25.00, 2: 33.33 |")
+
+
+def test_runs_of_one_seed_with_other_data_are_an_error(root):
+    write_run(root / "collected_a" / "truth_seed1", rows(TRUTH[1]), seed=1, num_train=999)
+    with pytest.raises(ValueError, match=r"chain_seed1 and .*truth_seed1: not a pair \(seed or data differ"):
+        designs.headline_cells(DESIGN, DESIGN.load_runs(str(root)))
+
+
+def test_headline_command_and_forest_plot(root, tmp_path, capsys):
+    out, png = tmp_path / "headline.md", tmp_path / "headline.png"
+    text = cli.headline_main(DESIGN, [str(root), "--out", str(out), "--plot", str(png)], "prog", "doc", "root")
+    assert out.read_text() == text + "\n" and capsys.readouterr().out == text + "\n"
+    assert_png_drawn(png)
+    assert_png_drawn(plots.forest_plot(DESIGN, designs.headline_cells(DESIGN, DESIGN.load_runs(str(root)),
+                                                                      designs.BOTH_EVALUATIONS), str(png)))
+    with pytest.raises(SystemExit) as stop:
+        cli.headline_main(DESIGN, [str(tmp_path / "nowhere")], "prog", "doc", "root")
+    assert stop.value.code == 2
+    assert "nowhere: no run folders <name>_seed<S> with results.json under a or collected_<design>" in (
+        capsys.readouterr().err)
+
+
+def test_part_two_is_one_declaration():
+    part_two = designs.PART_TWO
+    assert len(part_two.comparisons) == 13 and part_two.folders == ("online", "stronger", "converged")
+    assert [part_two.folder_number(c) for c in part_two.comparisons] == [1] * 7 + [2] * 3 + [3] * 3
+    assert all(name.split("/")[0] in part_two.folders for c in part_two.comparisons for name in c.names)
