@@ -1,0 +1,335 @@
+"""Replacement training labels from a file (CIFAR-10N .pt, .npy/.npz, CSV), validated and matched to the images."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import pickle
+import zipfile
+from typing import Optional, Sequence
+
+import numpy as np
+
+from lr_jax.data.cifar_archive import _PICKLE_GLOBALS  # numpy arrays, dtypes and byte strings, nothing else
+from lr_jax.data.dataset import DataError
+
+SOFT_SUM_TOLERANCE = 1e-3  # how far a soft label's row may sum from 1
+PROB_PREFIX = "prob_"  # soft-label CSV columns: prob_0 .. prob_{C-1}
+SUPPORTED = ".pt/.pth (PyTorch-saved dict of numpy arrays, e.g. CIFAR-10_human.pt), .npy, .npz, .csv"
+CSV_FORMATS = "path,label | index,label | path,prob_0,..,prob_{C-1} | index,prob_0,..,prob_{C-1}"
+LISTED = 5  # how many offending entries a message names
+
+
+class LabelFileError(DataError):
+    """A label file that cannot be used; the one-line message names the file and the problem."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelTable:
+    """Labels as a file holds them: hard (N,) int64 or soft (N, C) float32 rows, keyed by official index (row i is
+    the image of official index i; `paths` None) or by image path (`paths[i]`, relative to the image-folder root)."""
+
+    labels: np.ndarray
+    where: str  # the file (and key), for messages
+    paths: Optional[tuple] = None
+
+    @property
+    def soft(self) -> bool:
+        return self.labels.ndim == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOrder:
+    """Who a dataset's training images are, in the dataset's order: `indices[j]` is the official index of image j,
+    `paths[j]` its path relative to the image-folder root ('train/cat/0001.jpg'); either may be None."""
+
+    indices: Optional[np.ndarray] = None
+    paths: Optional[tuple] = None
+    describe: str = "the dataset"
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.paths)
+
+
+def _listed(items: Sequence) -> str:
+    shown = ", ".join(str(item) for item in list(items)[:LISTED])
+    return shown + (f" (+{len(items) - LISTED} more)" if len(items) > LISTED else "")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Builds numpy arrays only: any other global (os.system, builtins.eval, torch storages) is refused unloaded."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, and only numpy arrays are allowed")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(f"it refers to a PyTorch storage ({str(pid)[:60]}); only numpy arrays are read")
+
+
+def read_torch_arrays(path: str) -> dict[str, np.ndarray]:
+    """{name: array} from a PyTorch-saved zip (torch.save of a dict of numpy arrays) without PyTorch and without
+    running any code from it: the zip's `*/data.pkl` is unpickled allowing numpy arrays only."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.namelist() if m.rsplit("/", 1)[-1] == "data.pkl"]
+            if len(members) != 1:
+                raise LabelFileError(f"{path}: expected one data.pkl in the zip (torch.save's layout), found "
+                                     f"{len(members)} among {_listed(archive.namelist())}")
+            data = archive.read(members[0])
+    except (zipfile.BadZipFile, OSError) as error:
+        raise LabelFileError(f"{path}: cannot read it as a PyTorch-saved zip ({error})") from None
+    try:
+        loaded = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    except Exception as error:  # refused globals, truncated or foreign pickles raise many types
+        raise LabelFileError(f"{path}: {members[0]} cannot be loaded: {error}") from None
+    if not isinstance(loaded, dict):
+        raise LabelFileError(f"{path}: holds a {type(loaded).__name__}, expected a dict of label arrays")
+    bad = [str(k) for k, v in loaded.items() if not isinstance(v, np.ndarray) or v.dtype == object]
+    if bad:
+        raise LabelFileError(f"{path}: entries {_listed(bad)} are not numeric numpy arrays")
+    return {str(k): v for k, v in loaded.items()}
+
+
+def select_array(arrays: dict, key: Optional[str], path: str) -> tuple[np.ndarray, str]:
+    """(array, where) for `key`; without a key the only array. Errors list the keys the file holds."""
+    if key is None:
+        if len(arrays) != 1:
+            raise LabelFileError(f"{path}: holds {len(arrays)} arrays ({', '.join(sorted(arrays))}); "
+                                 "choose one with --train_label_key")
+        key = next(iter(arrays))
+    elif key not in arrays:
+        raise LabelFileError(f"{path}: no key {key!r}; it holds {', '.join(sorted(arrays))}")
+    return arrays[key], f"{path} [{key}]"
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    """Hard labels (N,) integers in [0, num_classes) -> int64; soft (N, num_classes) non-negative rows summing
+    to 1 -> float32. Anything else is a LabelFileError naming `where`."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+            raise LabelFileError(f"{where}: hard labels must be integers, got {labels.dtype} "
+                                 f"(soft labels are (N, {num_classes}) probabilities)")
+        outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+        if len(outside):
+            raise LabelFileError(f"{where}: {len(outside)} label(s) outside [0, {num_classes}), e.g. "
+                                 f"{labels[outside[0]]} in row {outside[0]} (0-based)")
+        return labels.astype(np.int64)
+    if labels.ndim != 2 or labels.shape[1] != num_classes or not np.issubdtype(labels.dtype, np.floating):
+        raise LabelFileError(f"{where}: expected hard labels (N,) integers or soft labels (N, {num_classes}) "
+                             f"floats, got {labels.dtype} {labels.shape}")
+    if not np.all(np.isfinite(labels)) or labels.min(initial=0.0) < 0:
+        raise LabelFileError(f"{where}: soft labels must be finite and non-negative")
+    off = np.flatnonzero(np.abs(labels.sum(axis=1) - 1.0) > SOFT_SUM_TOLERANCE)
+    if len(off):
+        raise LabelFileError(f"{where}: {len(off)} soft-label row(s) do not sum to 1, e.g. row {off[0]} (0-based) "
+                             f"sums to {labels[off[0]].sum():.4f}")
+    return labels.astype(np.float32)
+
+
+def read_label_file(path: str, num_classes: int, key: Optional[str] = None) -> LabelTable:
+    """Reads and checks labels from .pt/.pth, .npy, .npz or .csv (by extension); `key` picks one array of a
+    .pt/.npz file (needed when it holds several). Rows are keyed by official index, except path-keyed CSVs."""
+    lower = path.lower()
+    if not os.path.isfile(path):
+        raise LabelFileError(f"{path}: no such label file")
+    if lower.endswith(".csv"):
+        if key is not None:
+            raise LabelFileError(f"{path}: a CSV holds one label set; --train_label_key {key} does not apply")
+        return read_csv_labels(path, num_classes)
+    if lower.endswith((".pt", ".pth")):
+        arrays = read_torch_arrays(path)
+    elif lower.endswith((".npy", ".npz")):
+        arrays = _read_numpy(path, key)
+    else:
+        raise LabelFileError(f"{path}: unknown label file type; supported: {SUPPORTED}")
+    labels, where = select_array(arrays, key, path)
+    return LabelTable(check_labels(labels, num_classes, where), where)
+
+
+def _read_numpy(path: str, key: Optional[str]) -> dict[str, np.ndarray]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            if key is not None:
+                raise LabelFileError(f"{path}: a .npy holds one array; --train_label_key {key} does not apply")
+            return {"array": loaded}
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except LabelFileError:
+        raise
+    except Exception as error:  # bad zips, object arrays (pickles) and truncated files raise many types
+        raise LabelFileError(f"{path}: cannot read it as {os.path.splitext(path)[1]} ({error})") from None
+
+
+def read_csv_labels(path: str, num_classes: int) -> LabelTable:
+    """A CSV with a header of `CSV_FORMATS`: one row per training image, keyed by its path (relative to the
+    image-folder root, '/'-separated) or its official index; soft labels give one probability column per class."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [(number, row) for number, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)]
+    if not rows:
+        raise LabelFileError(f"{path}: empty; expected a header {CSV_FORMATS}")
+    header = [column.strip() for column in rows[0][1]]
+    soft_columns = [f"{PROB_PREFIX}{c}" for c in range(num_classes)]
+    if not header or header[0] not in ("path", "index") or header[1:] not in (["label"], soft_columns):
+        raise LabelFileError(f"{path}: header {','.join(header)!r} is not one of {CSV_FORMATS} "
+                             f"(C = {num_classes} classes)")
+    if len(rows) == 1:
+        raise LabelFileError(f"{path}: a header but no label rows")
+    keys, values = [], []
+    for number, row in rows[1:]:
+        if len(row) != len(header):
+            raise LabelFileError(f"{path}: line {number} has {len(row)} fields, the header {len(header)}")
+        keys.append(_csv_key(row[0], header[0], path, number))
+        values.append(_csv_values(row[1:], path, number))
+    _check_unique(keys, rows[1:], path)
+    labels = np.asarray(values, np.int64 if header[1] == "label" else np.float64)
+    labels = check_labels(labels, num_classes, path)
+    if header[0] == "path":
+        return LabelTable(labels, path, tuple(keys))
+    order = np.argsort(keys)
+    missing = sorted(set(range(max(keys, default=-1) + 1)) - set(keys))
+    if missing:
+        raise LabelFileError(f"{path}: no rows for index {_listed(missing)}")
+    return LabelTable(labels[order], path)
+
+
+def _csv_key(text: str, kind: str, path: str, number: int):
+    text = text.strip()
+    if kind == "path":
+        normalised = text.replace("\\", "/")
+        while normalised.startswith("./"):
+            normalised = normalised[2:]
+        if not normalised:
+            raise LabelFileError(f"{path}: line {number} has an empty path")
+        return normalised
+    if not text.isdigit():
+        raise LabelFileError(f"{path}: line {number}: index {text!r} is not a non-negative integer")
+    return int(text)
+
+
+def _csv_values(fields: Sequence[str], path: str, number: int) -> list:
+    if len(fields) == 1:
+        text = fields[0].strip()
+        if not text.lstrip("-").isdigit():
+            raise LabelFileError(f"{path}: line {number}: label {text!r} is not an integer")
+        return int(text)
+    try:
+        return [float(field) for field in fields]
+    except ValueError:
+        raise LabelFileError(f"{path}: line {number}: probabilities {_listed(fields)} are not all numbers") from None
+
+
+def _check_unique(keys: list, rows: list, path: str) -> None:
+    first_line = {}
+    for key, (number, _) in zip(keys, rows):
+        if key in first_line:
+            raise LabelFileError(f"{path}: duplicate rows for {key!r} (lines {first_line[key]} and {number})")
+        first_line[key] = number
+
+
+def official_order(num_images: int) -> ImageOrder:
+    """Readers that keep the original files' order: the CIFAR python and binary archives, and lr_jax's TFDS
+    reader (it sorts TFDS's records back into that order by their id)."""
+    return ImageOrder(indices=np.arange(num_images), describe=f"the official order ({num_images} images)")
+
+
+def tfds_order(order_file: str) -> ImageOrder:
+    """TFDS `cifar10` train order as `tfds.load` yields it (shuffled): element i of `order_file` (CIFAR-10N's
+    image_order_c10.npy) is the official index of TFDS's i-th image."""
+    try:
+        indices = np.load(order_file, allow_pickle=False)
+    except Exception as error:  # missing, truncated or pickled files raise many types
+        raise LabelFileError(f"{order_file}: cannot read the image order ({error})") from None
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or not np.array_equal(
+            np.sort(indices), np.arange(len(indices))):
+        raise LabelFileError(f"{order_file}: not a permutation of 0..N-1 ({indices.dtype} {indices.shape})")
+    return ImageOrder(indices=indices.astype(np.int64), describe=f"TFDS order from {order_file}")
+
+
+def image_folder_classes(tree, prefix: str = "") -> dict[str, list[str]]:
+    """{class folder: training image paths relative to the layout root ('train/cat/0001.jpg')}, classes and
+    files in the order `image_folder.read_image_tree` decodes them (sorted names, natural file order)."""
+    from lr_jax.data.image_folder import list_class_tree
+
+    listing = list_class_tree(tree, f"{prefix}train")
+    return {name: [rel[len(prefix):] for rel in rels] for name, rels in listing.items()}
+
+
+def official_index_paths(clean_labels: np.ndarray, class_paths: Sequence[Sequence[str]], where: str) -> list[str]:
+    """The path of each official index i: the k-th file of class folder c = clean_labels[i], k being the number
+    of class-c images before i in the official order (how CIFAR-10 image-folder copies number their files)."""
+    clean = check_labels(clean_labels, len(class_paths), where)
+    counts = np.bincount(clean, minlength=len(class_paths))
+    folders = [len(paths) for paths in class_paths]
+    if counts.tolist() != folders:
+        raise LabelFileError(f"{where}: the clean labels count {counts.tolist()} images per class, but the class "
+                             f"folders hold {folders}")
+    out = np.empty(len(clean), object)
+    for c, paths in enumerate(class_paths):
+        out[clean == c] = np.asarray(list(paths), object)
+    return out.tolist()
+
+
+def image_folder_order(data_dir: str, clean_labels: Optional[np.ndarray] = None) -> ImageOrder:
+    """The training images of the image-folder tree `data_dir` (folder or archive) by path, in the reader's order;
+    with the official `clean_labels` (e.g. CIFAR-10N's clean_label) also by official index."""
+    from lr_jax.data import find_layout
+    from lr_jax.data.source_tree import open_tree
+
+    tree = open_tree(data_dir)
+    layout, prefix = find_layout(tree)
+    if not layout.reader.startswith("image_folder:"):
+        raise LabelFileError(f"{data_dir}: holds {layout.kind}, not an image-folder tree")
+    classes = image_folder_classes(tree, prefix)
+    paths = tuple(path for rels in classes.values() for path in rels)
+    describe = f"image folder {tree.where(prefix.rstrip('/'))}"
+    if clean_labels is None:
+        return ImageOrder(paths=paths, describe=describe)
+    index_paths = official_index_paths(clean_labels, list(classes.values()), f"{describe} with clean labels")
+    position = {path: j for j, path in enumerate(paths)}
+    indices = np.empty(len(paths), np.int64)
+    indices[[position[path] for path in index_paths]] = np.arange(len(index_paths))
+    return ImageOrder(indices=indices, paths=paths, describe=describe)
+
+
+def labels_for_images(table: LabelTable, order: ImageOrder) -> np.ndarray:
+    """The label (row) of each of the dataset's training images, in the dataset's order."""
+    if table.paths is not None:
+        return _labels_by_path(table, order)
+    if order.indices is None:
+        raise LabelFileError(f"{table.where}: rows are keyed by official index, but {order.describe} names its images "
+                             "only by path; give the official clean labels to map them, or use a path,label CSV")
+    if len(table.labels) != len(order):
+        raise LabelFileError(f"{table.where}: {len(table.labels)} labels, but {order.describe} has {len(order)} "
+                             "training images")
+    return table.labels[order.indices]
+
+
+def _labels_by_path(table: LabelTable, order: ImageOrder) -> np.ndarray:
+    if order.paths is None:
+        raise LabelFileError(f"{table.where}: rows are keyed by image path, but {order.describe} has no paths; "
+                             "use an index,label CSV, .npy or .npz")
+    in_tree = set(order.paths)
+    strangers = [path for path in table.paths if path not in in_tree]
+    if strangers:
+        raise LabelFileError(f"{table.where}: {len(strangers)} path(s) are not training images of {order.describe}: "
+                             f"{_listed(strangers)}")
+    row_of = {path: r for r, path in enumerate(table.paths)}
+    missing = [path for path in order.paths if path not in row_of]
+    if missing:
+        raise LabelFileError(f"{table.where}: no rows for {len(missing)} training image(s) of {order.describe}: "
+                             f"{_listed(missing)}")
+    return table.labels[np.asarray([row_of[path] for path in order.paths], np.int64)]
+
+
+def load_train_labels(path: str, order: ImageOrder, num_classes: int, key: Optional[str] = None) -> np.ndarray:
+    """Reads, checks and matches a label file: hard (N,) int64 or soft (N, C) float32 labels in the dataset's order."""
+    return labels_for_images(read_label_file(path, num_classes, key), order)
