@@ -11,8 +11,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from lr_jax.data.dataset import DataError
+from lr_jax.data.formats import find_image_folder
 from lr_jax.data.label_files import (
-    LabelFileError, check_labels, image_folder_classes, official_index_paths, read_torch_arrays, select_array,
+    LabelFileError, check_labels, image_folder_classes, noise_rate, official_index_paths, read_torch_arrays,
+    select_array,
 )
 
 CLEAN_KEY = "clean_label"
@@ -28,13 +30,7 @@ the mapping is checked against clean_label, and each set's noise rate against cl
 
 def folder_paths(image_folder: str, clean: np.ndarray) -> tuple[list[str], list[str]]:
     """(path of each official index, class folder names) for the image-folder tree `image_folder`."""
-    from lr_jax.data import find_layout
-    from lr_jax.data.source_tree import open_tree
-
-    tree = open_tree(image_folder)
-    layout, prefix = find_layout(tree)
-    if not layout.reader.startswith("image_folder:"):
-        raise LabelFileError(f"--image_folder {image_folder}: holds {layout.kind}, not an image-folder tree")
+    tree, prefix = find_image_folder(image_folder, "--image_folder")
     classes = image_folder_classes(tree, prefix)
     paths = official_index_paths(clean, list(classes.values()), f"{tree.where(prefix.rstrip('/'))} with {CLEAN_KEY}")
     return paths, list(classes)
@@ -50,11 +46,6 @@ def verify_mapping(paths: Sequence[str], clean: np.ndarray, class_names: Sequenc
                              f"(clean {class_names[clean[i]]!r}) -> {paths[i]}")
     if len(set(paths)) != len(paths):
         raise LabelFileError(f"{where}: some files are mapped to more than one official index")
-
-
-def noise_rate(labels: np.ndarray, clean: np.ndarray) -> float:
-    """Fraction of labels that differ from the clean ones."""
-    return float(np.mean(labels != clean))
 
 
 def write_label_csv(out: str, paths: Sequence[str], labels: np.ndarray) -> None:

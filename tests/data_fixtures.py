@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+C = 10  # classes of the tiny label-file trees below
+N = 30  # their images: three per class
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 
@@ -140,3 +142,34 @@ def truncate(path, keep: float = 0.5) -> pathlib.Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+# --- tiny trees for label files (CIFAR-10N's layout at 30 images) ---------------------------------------------
+
+
+def write_torch_zip(path, contents, pickle_bytes=None):
+    """A file laid out as torch.save writes it (zip: archive/data.pkl, archive/version) holding `contents`."""
+    data = pickle_bytes if pickle_bytes is not None else pickle.dumps(contents, protocol=2)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data)
+        archive.writestr("archive/version", "3\n")
+    return str(path)
+
+
+def synthetic_sets(seed=0):
+    """clean labels (3 per class, shuffled) and two noisy sets, as CIFAR-10N's file holds them (int64)."""
+    rng = np.random.default_rng(seed)
+    clean = rng.permutation(np.repeat(np.arange(C), N // C)).astype(np.int64)
+    noisy = np.where(rng.random(N) < 0.4, rng.integers(0, C, N), clean).astype(np.int64)
+    return {"clean_label": clean, "worse_label": noisy, "aggre_label": clean.copy()}
+
+
+def index_images(clean):
+    """4x4 grey images whose every pixel is the official index, so a reader's order is identifiable."""
+    return np.broadcast_to(np.arange(len(clean), dtype=np.uint8)[:, None, None, None], (len(clean), 4, 4, 1)).copy()
+
+
+def write_tree(tmp_path, clean, archive=True):
+    """train/<class>/<k:04d>.png, k counting each class's images in official order (the JPEG copy's layout)."""
+    root = write_image_tree(pathlib.Path(tmp_path) / "tree", {"train": (index_images(clean), clean)})
+    return str(pack(root, pathlib.Path(tmp_path) / "tree.tar.gz")) if archive else str(root)

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
+from data_fixtures import C, N, synthetic_sets, write_torch_zip, write_tree
 from lr_jax import cifar10n
 from lr_jax.data.label_files import (
     image_folder_order, labels_for_images, load_train_labels, read_label_file, tfds_order,
 )
-from test_label_files import C, N, synthetic_sets, write_torch_zip, write_tree
 
 README_NOISE = {"aggre_label": 9.01, "clean_label": 0.0, "random_label1": 17.23, "random_label2": 18.12,
                 "random_label3": 17.64, "worse_label": 40.21}  # ../shared/data/README.md

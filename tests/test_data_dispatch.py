@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_fixtures import (
-    pack, write_cifar_binary, write_cifar_python, write_idx_dataset, write_image_tree, write_svhn_mat,
+    CIFAR_CLASSES, pack, write_cifar_binary, write_cifar_python, write_idx_dataset, write_image_tree, write_svhn_mat,
 )
 from lr_jax.data import DataError, load_dataset
 from lr_jax.experiments import runner
@@ -51,6 +51,37 @@ def assert_common_layout(dataset):
         assert labels.dtype == np.int32 and labels.shape == (len(images),)
         assert 0 <= labels.min() and labels.max() < dataset.num_classes
     assert all(isinstance(name, str) for name in dataset.class_names) and dataset.num_classes == 10
+
+
+def expected_ids(kind, labels):
+    """Official indices for the readers that keep the original order; for image folders each image's path, class
+    by class ('train/<class>/<k>.png', k counting that class's images in order)."""
+    if not kind.startswith(("png", "jpeg")):
+        return np.arange(len(labels))
+    suffix = "jpeg" if kind.startswith("jpeg") else "png"
+    return np.asarray([f"train/{CIFAR_CLASSES[c]}/{k:04d}.{suffix}" for c in range(10)
+                       for k in range(int(np.sum(labels == c)))])
+
+
+@pytest.mark.parametrize("kind", SOURCE_KINDS)
+def test_every_reader_names_its_training_images(sources, lossless_cifar, kind):
+    """Ids through every reader, and the image each id names: official index i is original image i; an image
+    folder's path is the file that image was written to (write_image_tree numbers each class's images in order)."""
+    name, path = sources[kind]
+    dataset = load_dataset(name, str(path))
+    x, y = lossless_cifar
+    ids = dataset.train_ids
+    np.testing.assert_array_equal(ids, expected_ids(kind, y[:100]))
+    if ids.dtype.kind == "U":
+        rows = [np.flatnonzero(y[:100] == CIFAR_CLASSES.index(p.split("/")[1]))[int(p.split("/")[2].split(".")[0])]
+                for p in ids]
+        error = np.abs(dataset.train_images.astype(float) - x[rows]).mean()
+        assert error == 0 if kind.startswith("png") else error < 10, error  # JPEG: close, not equal
+    else:
+        assert ids.dtype == np.int64
+        np.testing.assert_array_equal(dataset.train_labels, y[:100][ids])
+        if kind != "idx":
+            np.testing.assert_array_equal(dataset.train_images, x[:100][ids])
 
 
 @pytest.mark.parametrize("kind", SOURCE_KINDS)
@@ -107,14 +138,38 @@ def test_cache_returns_the_same_arrays_and_follows_the_source(tmp_path, sources)
     [entry] = os.listdir(cache_dir)
     second = load_dataset(name, str(archive), cache_dir=str(cache_dir))
     assert "decoded arrays from cache" in second.source and "decoded arrays from cache" not in first.source
-    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+    for field in ("train_images", "train_labels", "test_images", "test_labels", "train_ids"):
         np.testing.assert_array_equal(getattr(second, field), getattr(first, field))
         assert getattr(second, field).dtype == getattr(first, field).dtype
     assert second.class_names == first.class_names
+    assert second.train_ids.dtype.kind == "U" and second.train_ids[0] == "train/airplane/0000.png"
     os.utime(archive, ns=(1, 1))  # a changed modification time is a changed source: read again, old entry replaced
     third = load_dataset(name, str(archive), cache_dir=str(cache_dir))
     assert "decoded arrays from cache" not in third.source
     assert len(os.listdir(cache_dir)) == 1 and os.listdir(cache_dir) != [entry]
+
+
+def test_cache_entry_without_ids_is_never_used(tmp_path, sources, monkeypatch):
+    """An entry written before ids were kept has another name (CACHE_VERSION is part of it), and one found under
+    the current name without ids is read again from the source, then replaced."""
+    from lr_jax.data import cache
+
+    name, path = sources["svhn mat"]
+    cache_dir = tmp_path / "cache"
+    current = cache.cache_file(str(cache_dir), name, str(path), "svhn_extra=False")
+    monkeypatch.setattr(cache, "CACHE_VERSION", 1)
+    assert cache.cache_file(str(cache_dir), name, str(path), "svhn_extra=False") != current
+    monkeypatch.undo()
+    first = load_dataset(name, str(path), cache_dir=str(cache_dir))
+    with np.load(current) as saved:
+        arrays = {key: saved[key] for key in saved.files if key != "train_ids"}
+    arrays["train_labels"] = np.zeros_like(arrays["train_labels"])  # what an old entry would wrongly give
+    np.savez(current, **arrays)
+    assert cache.load_cached(current) is None
+    again = load_dataset(name, str(path), cache_dir=str(cache_dir))
+    assert "decoded arrays from cache" not in again.source
+    np.testing.assert_array_equal(again.train_labels, first.train_labels)
+    np.testing.assert_array_equal(cache.load_cached(current).train_ids, np.arange(100))
 
 
 def test_cache_that_cannot_be_written_only_warns(tmp_path, sources):

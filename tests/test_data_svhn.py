@@ -32,6 +32,7 @@ def test_extra_split_is_appended_to_train_when_asked(tmp_path, digit_splits):
     np.testing.assert_array_equal(dataset.train_images, np.concatenate([train[0], extra[0]]))
     np.testing.assert_array_equal(dataset.train_labels, np.concatenate([train[1], extra[1]]))
     assert "train + extra" in dataset.source
+    np.testing.assert_array_equal(dataset.train_ids, np.arange(len(train[1]) + len(extra[1])))  # extra's follow
     assert len(load_dataset("svhn", str(archive)).train_labels) == len(train[1])
 
 

@@ -1,7 +1,7 @@
 """TFDS for real, offline: TFDS's own builders prepare `cifar10` from a CIFAR-10 binary archive of real pixels and
-`svhn_cropped` from SVHN .mat files of generated pixels, both put in TFDS's manual-download folder, and lr_jax reads
-back the same pixels and labels in the same order; and the one-line error where nothing is prepared and no source
-can be reached.
+`svhn_cropped` from SVHN .mat files of generated pixels, and `cifar10_n` from that archive and generated CIFAR-10N
+files, all put in TFDS's manual-download folder, and lr_jax reads back the same pixels, labels, ids and label sets
+in the official order; and the one-line error where nothing is prepared and no source can be reached.
 
 These files' checksums differ from the published ones that TFDS verifies, so preparation runs in a subprocess that
 imports a temporary copy of tensorflow_datasets (symlinks to the installed files) whose two checksum files name
@@ -21,12 +21,15 @@ import pytest
 
 from data_fixtures import CIFAR_CLASSES, pack, write_cifar_binary, write_svhn_mat
 from lr_jax.data import DataError, load_dataset
+from lr_jax.data.label_files import image_order, labels_for_images
+from lr_jax.data.tfds_source import record_position, tfds_label_sets, tfds_label_table
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, every request fails at once
 OFFLINE = {"HTTP_PROXY": DEAD_PROXY, "HTTPS_PROXY": DEAD_PROXY, "http_proxy": DEAD_PROXY,
            "https_proxy": DEAD_PROXY, "NO_PROXY": "", "no_proxy": ""}
 # Where each builder's expected checksums live inside tensorflow_datasets/.
+LABEL_SETS = ("clean_label", "aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")
 CHECKSUM_FILES = {"cifar10": "url_checksums/cifar10.txt", "svhn_cropped": "datasets/svhn_cropped/checksums.tsv"}
 # Prepended to every subprocess's code: with "--no-tensorflow" as its first argument, TensorFlow looks uninstalled
 # (the path finder answers None for it, as where it is absent).
@@ -42,17 +45,20 @@ if sys.argv[1] == "--no-tensorflow":
     sys.meta_path = [PathFinderWithoutTensorFlow if finder is importlib.machinery.PathFinder else finder
                      for finder in sys.meta_path]
 """
-# Loads both datasets through lr_jax from one TFDS data dir (argv[2]; "": TFDS's default) and saves what came back
-# (argv[3]).
+# Loads both datasets and CIFAR-10N's label sets (TFDS cifar10_n) through lr_jax from one TFDS data dir (argv[2];
+# "": TFDS's default) and saves what came back (argv[3]).
 READ_BOTH = """
 import json
 import numpy as np
 import tensorflow_datasets
 from lr_jax.data import load_dataset
+from lr_jax.data.tfds_source import tfds_label_sets
 cifar = load_dataset("cifar10", tfds_data_dir=sys.argv[2] or None)
 svhn = load_dataset("svhn", tfds_data_dir=sys.argv[2] or None, svhn_extra=True)
+label_sets = tfds_label_sets("cifar10", tfds_data_dir=sys.argv[2] or None)
 np.savez(sys.argv[3], **{f"{d.name}_{k}": getattr(d, k) for d in (cifar, svhn)
-                         for k in ("train_images", "train_labels", "test_images", "test_labels")})
+                         for k in ("train_images", "train_labels", "test_images", "test_labels", "train_ids")},
+         **{f"cifar10_n_{key}": labels for key, labels in label_sets.items()})
 print(json.dumps({"tfds": tensorflow_datasets.__file__, "tensorflow": "tensorflow" in sys.modules,
                   "sources": [cifar.source, svhn.source], "classes": [cifar.class_names, svhn.class_names]}))
 """
@@ -130,9 +136,25 @@ def generated():
 @pytest.fixture(scope="module")
 def originals(lossless_cifar, generated):
     """{dataset: {split: (images, labels)}}: CIFAR-10 from real pixels (TFDS's builder takes train batches of
-    fewer than 10,000 images), SVHN from generated pixels."""
+    fewer than 10,000 images), SVHN from generated pixels; and CIFAR-10N-like label sets of the CIFAR-10 train
+    images ({set: labels in the official order}, clean_label being CIFAR-10's own)."""
     x, y = lossless_cifar
-    return {"cifar10": {"train": (x[:1500], y[:1500]), "test": (x[1500:2000], y[1500:2000])}, "svhn": generated}
+    rng = np.random.default_rng(1)
+    sets = {key: rng.integers(0, 10, 1500) for key in LABEL_SETS[1:]}
+    return {"cifar10": {"train": (x[:1500], y[:1500]), "test": (x[1500:2000], y[1500:2000])}, "svhn": generated,
+            "cifar10_n": dict(sets, clean_label=y[:1500])}
+
+
+def write_cifar10n_files(manual: pathlib.Path, sets: dict, tfds_order: np.ndarray) -> None:
+    """TFDS cifar10_n's three manual-download files for the images of `sets`: the annotations CSV in TFDS's cifar10
+    order (`tfds_order[j]`: official index of TFDS's j-th image) as the builder's MANUAL_DOWNLOAD_INSTRUCTIONS make
+    it, that order (image_order_c10.npy), and workers' ids and times per 10 images (side_info_cifar10N.csv)."""
+    rows = [",".join(LABEL_SETS)] + [",".join(str(sets[key][i]) for key in LABEL_SETS) for i in tfds_order]
+    (manual / "CIFAR-10_human_annotations.csv").write_text("\n".join(rows) + "\n")
+    np.save(manual / "image_order_c10.npy", tfds_order)
+    side = ["Image-batch,Worker1-id,Work-time-in-seconds-1,Worker2-id,Work-time-in-seconds-2,Worker3-id,"
+            "Work-time-in-seconds-3"] + [f"{b}--{b + 9},1,20,2,30,3,40" for b in range(0, len(tfds_order), 10)]
+    (manual / "side_info_cifar10N.csv").write_text("\n".join(side) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +164,7 @@ def prepared(tmp_path_factory, originals):
     tfds_data_dir, manual = root / "data", root / "data" / "downloads" / "manual"
     write_cifar_archive(manual, root / "cifar", originals["cifar10"], len(originals["cifar10"]["train"][1]))
     write_svhn_mat(manual, originals["svhn"])
+    write_cifar10n_files(manual, originals["cifar10_n"], np.random.default_rng(2).permutation(1500))
     site = tfds_copy_registering(root / "site", manual)
     first_read = read_both(tfds_data_dir, root / "first.npz", [site, REPO_ROOT], tensorflow=True)
     return tfds_data_dir, site, first_read
@@ -152,15 +175,21 @@ def expected_arrays(originals) -> dict:
     parts = {"cifar10": originals["cifar10"],
              "svhn": {"train": tuple(np.concatenate([a, b]) for a, b in zip(svhn["train"], svhn["extra"])),
                       "test": svhn["test"]}}
-    return {f"{name}_{split}_{kind}": pair[i] for name, splits in parts.items() for split, pair in splits.items()
-            for i, kind in enumerate(("images", "labels"))}
+    arrays = {f"{name}_{split}_{kind}": pair[i] for name, splits in parts.items() for split, pair in splits.items()
+              for i, kind in enumerate(("images", "labels"))}
+    arrays.update({f"{name}_train_ids": np.arange(len(parts[name]["train"][1])) for name in parts})
+    arrays.update({f"cifar10_n_{key}": labels for key, labels in originals["cifar10_n"].items()})
+    return arrays
 
 
 def assert_same_as_originals(read, originals):
+    """Pixels, labels and ids (the official index: SVHN's extra continuing after train) in the original order, and
+    the label sets keyed by official index although TFDS's annotations file lists them in TFDS's order."""
     expected = expected_arrays(originals)
     assert sorted(read["arrays"]) == sorted(expected)
     for key, value in expected.items():
-        assert read["arrays"][key].dtype == (np.uint8 if key.endswith("images") else np.int32), key
+        dtype = np.uint8 if key.endswith("images") else np.int32 if key.endswith("labels") else np.int64
+        assert read["arrays"][key].dtype == dtype, key
         np.testing.assert_array_equal(read["arrays"][key], value, err_msg=key)
 
 
@@ -172,7 +201,7 @@ def test_tfds_prepares_the_original_files_offline_and_lr_jax_reads_them_back_in_
     assert read["classes"] == [CIFAR_CLASSES, [str(d) for d in range(10)]]
     assert read["sources"] == [f"TFDS cifar10 (train, test) in {tfds_data_dir}/cifar10/3.0.2",
                                f"TFDS svhn_cropped (train + extra, test) in {tfds_data_dir}/svhn_cropped/3.1.0"]
-    for variant in ("cifar10/3.0.2", "svhn_cropped/3.1.0"):
+    for variant in ("cifar10/3.0.2", "svhn_cropped/3.1.0", "cifar10_n/1.0.4"):
         assert list((tfds_data_dir / variant).glob("*-train.array_record-*")), variant
 
 
@@ -183,6 +212,53 @@ def test_a_copy_found_through_TFDS_DATA_DIR_is_read_without_tensorflow(prepared,
     assert not read["tfds"].startswith(str(site)) and not read["tensorflow"]
     assert read["sources"][0] == f"TFDS cifar10 (train, test) in {tfds_data_dir}/cifar10/3.0.2"
     assert_same_as_originals(read, originals)
+
+
+def test_label_sets_map_onto_the_datasets_images_by_their_ids(prepared, originals):
+    """In this process (no preparing): a TFDS label set becomes a LabelTable keyed by official index, and through the
+    dataset's ids it labels each training image; a key not in cifar10_n is an error listing the sets."""
+    tfds_data_dir = str(prepared[0])
+    dataset = load_dataset("cifar10", tfds_data_dir=tfds_data_dir)
+    table = tfds_label_table("cifar10", "worse_label", 10, tfds_data_dir)
+    assert table.where == "TFDS cifar10_n [worse_label]" and table.paths is None
+    order = image_order(dataset)
+    np.testing.assert_array_equal(order.indices, np.arange(1500))
+    np.testing.assert_array_equal(labels_for_images(table, order), originals["cifar10_n"]["worse_label"])
+    with pytest.raises(DataError, match="TFDS cifar10_n: no key 'worst_label'; it holds aggre_label, clean_label, "):
+        tfds_label_table("cifar10", "worst_label", 10, tfds_data_dir)
+
+
+def test_tfds_cifar10_ids_are_the_official_indices_image_order_c10_describes(prepared, shared_data):
+    """CIFAR-10N's image_order_c10.npy lists the official index of each image in TFDS's cifar10 (shuffled) order;
+    the records TFDS stored here, read in storage order, carry ids in that same relative order (TFDS shuffles by
+    each record's key, its official index), so a record's id is the official index that file means."""
+    import tensorflow_datasets as tfds
+
+    order_file = shared_data / "cifar10n" / "image_order_c10.npy"
+    if not order_file.exists():
+        pytest.skip(f"{order_file} is absent")
+    source = tfds.builder("cifar10", data_dir=str(prepared[0])).as_data_source(
+        "train", file_format="array_record", decoders={"image": tfds.decode.SkipDecoding()})
+    stored = [record_position(source[i]) for i in range(len(source))]
+    official = np.load(order_file)
+    np.testing.assert_array_equal(stored, official[official < len(source)])
+
+
+def test_label_sets_without_their_manual_files_name_them_and_write_nothing(tmp_path, monkeypatch):
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    (manual / "image_order_c10.npy").write_bytes(b"")
+    with pytest.raises(DataError) as error:
+        tfds_label_sets("cifar10", str(tmp_path))
+    message = str(error.value)
+    assert message.startswith(f"TFDS cifar10_n is not prepared in {tmp_path}, and preparing it needs "
+                              f"CIFAR-10_human_annotations.csv, side_info_cifar10N.csv in {manual} "), message
+    assert message.endswith("or pass CIFAR-10N's CIFAR-10_human.pt as the label file") and "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
+    with pytest.raises(DataError, match="svhn: lr_jax reads TFDS label sets only for cifar10"):
+        tfds_label_sets("svhn", str(tmp_path))
 
 
 def test_offline_with_nothing_prepared_is_one_line_exit_2_and_writes_nothing(tmp_path):
@@ -229,7 +305,8 @@ def test_a_manual_file_that_is_not_the_published_one_is_refused_by_its_checksum(
     write_cifar_archive(manual, tmp_path / "src", generated, 50)
     message = python(LOAD_ERROR, tmp_path).strip().splitlines()[-1]  # after TFDS's own "Downloading and ..."
     assert message.startswith("TFDS cifar10: a source file is not the published one (") and "\n" not in message
-    assert message.endswith(f"); replace it in {manual}, or pass --data_dir with it"), message
+    assert message.endswith(f"); replace it in {manual}, or pass --data_dir with cifar-10-binary.tar.gz / "
+                            "cifar-10-python.tar.gz or its folder"), message
     assert not (tmp_path / "cifar10" / "3.0.2").exists()
 
 

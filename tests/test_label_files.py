@@ -8,44 +8,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from data_fixtures import pack, write_image_tree
+from data_fixtures import C, N, synthetic_sets, write_torch_zip, write_tree
 from lr_jax.data import DataError
 from lr_jax.data.label_files import (
-    ImageOrder, LabelFileError, check_labels, image_folder_order, labels_for_images, load_train_labels,
-    official_index_paths, official_order, read_label_file, tfds_order,
+    ImageOrder, LabelFileError, check_labels, file_sha256, image_folder_order, image_order, label_source_record,
+    labels_for_images, load_train_labels, noise_rate, official_index_paths, official_order, read_label_file,
+    tfds_order,
 )
-
-C = 10
-N = 30  # three images per class
-
-
-def write_torch_zip(path, contents, pickle_bytes=None):
-    """A file laid out as torch.save writes it (zip: archive/data.pkl, archive/version) holding `contents`."""
-    data = pickle_bytes if pickle_bytes is not None else pickle.dumps(contents, protocol=2)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", data)
-        archive.writestr("archive/version", "3\n")
-    return str(path)
-
-
-def synthetic_sets(seed=0):
-    """clean labels (3 per class, shuffled) and two noisy sets, as CIFAR-10N's file holds them (int64)."""
-    rng = np.random.default_rng(seed)
-    clean = rng.permutation(np.repeat(np.arange(C), N // C)).astype(np.int64)
-    noisy = np.where(rng.random(N) < 0.4, rng.integers(0, C, N), clean).astype(np.int64)
-    return {"clean_label": clean, "worse_label": noisy, "aggre_label": clean.copy()}
-
-
-def index_images(clean):
-    """4x4 grey images whose every pixel is the official index, so a reader's order is identifiable."""
-    return np.broadcast_to(np.arange(len(clean), dtype=np.uint8)[:, None, None, None], (len(clean), 4, 4, 1)).copy()
-
-
-def write_tree(tmp_path, clean, archive=True):
-    """train/<class>/<k:04d>.png, k counting each class's images in official order (the JPEG copy's layout)."""
-    root = write_image_tree(tmp_path / "tree", {"train": (index_images(clean), clean)})
-    return str(pack(root, tmp_path / "tree.tar.gz")) if archive else str(root)
-
 
 def write_csv(path, header, rows):
     path.write_text("\n".join([header] + [",".join(str(v) for v in row) for row in rows]) + "\n")
@@ -229,6 +198,30 @@ def test_image_folder_order_is_the_readers_order(tmp_path):
     np.testing.assert_array_equal(clean[order.indices], dataset.train_labels)
     path_only = image_folder_order(archive)
     assert path_only.indices is None and path_only.paths == order.paths
+    # A run's order comes from the dataset's own ids, with no second listing, and is the same.
+    assert path_only.paths == tuple(dataset.train_ids)
+    from_dataset = image_order(dataset, clean)
+    assert from_dataset.paths == order.paths and from_dataset.describe == dataset.source
+    np.testing.assert_array_equal(from_dataset.indices, order.indices)
+    assert image_order(dataset).indices is None
+
+
+def test_image_order_of_an_official_order_dataset(tmp_path):
+    """Readers that keep the original order carry the official index: a label file keyed by index applies as is,
+    whatever clean labels are given; a path-keyed CSV does not apply."""
+    from lr_jax.data import make_dataset
+
+    labels = synthetic_sets()["worse_label"]
+    images = np.zeros((N, 2, 2, 1), np.uint8)
+    dataset = make_dataset("cifar10", [str(c) for c in range(C)], (images, synthetic_sets()["clean_label"]),
+                           source="toy")
+    order = image_order(dataset, clean_labels=labels)
+    assert order.paths is None and order.describe == "toy"
+    np.testing.assert_array_equal(order.indices, np.arange(N))
+    np.save(tmp_path / "labels.npy", labels)
+    np.testing.assert_array_equal(load_train_labels(str(tmp_path / "labels.npy"), order, C), labels)
+    csv_path = write_csv(tmp_path / "p.csv", "path,label", [("train/a/0.png", 1)])
+    assert_error(csv_path, "keyed by image path, but toy has no paths", load_train_labels, csv_path, order, C)
 
 
 def test_official_index_paths_counts_must_match(tmp_path):
@@ -311,3 +304,22 @@ def test_csv_with_a_byte_order_mark(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes("\ufeffindex,label\n0,3\n1,4\n".encode("utf-8"))
     np.testing.assert_array_equal(load_train_labels(str(path), official_order(2), C), [3, 4])
+
+
+# --- the run's record of its label source --------------------------------------------------------------------
+
+
+def test_label_source_record_by_hand(tmp_path):
+    """Noise rate over the whole file-aligned train split: 2 of 5 hard labels differ; soft rows count by argmax."""
+    path = tmp_path / "labels.npy"
+    path.write_bytes(b"abc")
+    digest = file_sha256(str(path))
+    assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # SHA-256 of "abc"
+    record = label_source_record(str(path), "worse_label", digest, np.array([0, 1, 2, 3, 3]), np.array([0, 1, 2, 0, 1]))
+    assert record == {"file": str(path), "key": "worse_label", "sha256": digest, "noise_rate": 0.4}
+    soft = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])  # argmax 0, 1, 0, 1
+    assert noise_rate(soft, np.array([0, 0, 0, 0])) == 0.5
+    assert label_source_record(str(path), None, digest, soft, np.array([0, 1, 0, 1]))["noise_rate"] == 0.0
+    assert_error(path, "3 labels, but the dataset has 4 training images", label_source_record, str(path), None,
+                 digest, np.zeros(3, np.int64), np.zeros(4, np.int64))
+    assert_error(tmp_path / "absent.csv", "cannot read the label file", file_sha256, str(tmp_path / "absent.csv"))

@@ -1,4 +1,5 @@
-"""Optional cache of decoded arrays (`--cache_dir`), keyed by the source's path, sizes and modification times."""
+"""Optional cache of decoded arrays and image ids (`--cache_dir`), keyed by the source's path, its files' sizes and
+modification times, and CACHE_VERSION."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from lr_jax import results
 from lr_jax.data.dataset import Dataset, make_dataset
 from lr_jax.data.source_tree import walk_folder
 
-CACHE_VERSION = 1  # bump when a reader's output changes for the same files
+CACHE_VERSION = 2  # bump when a reader's output changes for the same files (2: train_ids)
 
 
 def source_stamp(path: str) -> str:
@@ -46,10 +47,12 @@ def load_cached(path: str) -> Optional[Dataset]:
             arrays = {key: saved[key] for key in saved.files}
     except (OSError, ValueError, EOFError):
         return None
+    if "train_ids" not in arrays:  # written before ids were kept: read the source again
+        return None
     test = (arrays["test_images"], arrays["test_labels"]) if "test_images" in arrays else None
     return make_dataset(
         str(arrays["name"]), arrays["class_names"].tolist(), (arrays["train_images"], arrays["train_labels"]), test,
-        source=f"{arrays['source']} (decoded arrays from cache {path})",
+        source=f"{arrays['source']} (decoded arrays from cache {path})", train_ids=arrays["train_ids"],
     )
 
 
@@ -59,7 +62,7 @@ def save_cached(path: str, dataset: Dataset) -> None:
     os.makedirs(directory, exist_ok=True)
     arrays = dict(
         name=np.array(dataset.name), class_names=np.array(list(dataset.class_names)), source=np.array(dataset.source),
-        train_images=dataset.train_images, train_labels=dataset.train_labels,
+        train_images=dataset.train_images, train_labels=dataset.train_labels, train_ids=dataset.train_ids,
     )
     if dataset.test_images is not None:
         arrays.update(test_images=dataset.test_images, test_labels=dataset.test_labels)

@@ -16,7 +16,7 @@ PYTHON_MEMBERS = "data_batch_1..5, test_batch and batches.meta"
 BINARY_MEMBERS = "data_batch_1..5.bin, test_batch.bin and batches.meta.txt"
 # What a CIFAR pickle may build: numpy arrays, dtypes and byte strings. Anything else (a pickle can run code)
 # is refused.
-_PICKLE_GLOBALS = {
+PICKLE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
@@ -26,7 +26,7 @@ _PICKLE_GLOBALS = {
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
-        if (module, name) not in _PICKLE_GLOBALS:
+        if (module, name) not in PICKLE_GLOBALS:
             raise pickle.UnpicklingError(f"it refers to {module}.{name}; a CIFAR batch holds only arrays and lists")
         return super().find_class(module, name)
 
@@ -72,7 +72,7 @@ def channel_first_rows_to_images(rows: np.ndarray) -> np.ndarray:
 
 
 def read_cifar_python(tree: SourceTree, prefix: str, name: str) -> Dataset:
-    """data_batch_1..5 (train, in order), test_batch and batches.meta (class names) under `prefix`."""
+    """data_batch_1..5 (train, in order: ids are the official index), test_batch and batches.meta (class names)."""
     meta_rel = f"{prefix}batches.meta"
     meta = load_batch_pickle(tree, meta_rel)
     _require_keys(meta, ("label_names",), tree.where(meta_rel))
@@ -99,7 +99,7 @@ def binary_batch(tree: SourceTree, rel: str, num_classes: int) -> tuple[np.ndarr
 
 
 def read_cifar_binary(tree: SourceTree, prefix: str, name: str) -> Dataset:
-    """data_batch_1..5.bin (train, in order), test_batch.bin and batches.meta.txt (class names) under `prefix`."""
+    """data_batch_1..5.bin (train, in order: ids are the official index), test_batch.bin, batches.meta.txt."""
     meta_rel = f"{prefix}batches.meta.txt"
     text = tree.read(meta_rel, f"the CIFAR-10 binary version has {BINARY_MEMBERS}")
     class_names = [line.strip() for line in text.decode("utf-8", "replace").splitlines() if line.strip()]

@@ -14,7 +14,11 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Dataset:
-    """Whole splits as host arrays: images (N, H, W, C) uint8, labels (N,) int32, and the class names."""
+    """Whole splits as host arrays: images (N, H, W, C) uint8, labels (N,) int32, and the class names.
+
+    `train_ids[j]` names training image j for label files and exports: its official index (int64: the position in
+    the original files' order, SVHN's extra split continuing after train) or, for image folders, its path relative
+    to the tree's root ('train/cat/0001.jpg', str)."""
 
     name: str
     class_names: Sequence[str]
@@ -23,6 +27,7 @@ class Dataset:
     test_images: Optional[np.ndarray] = None
     test_labels: Optional[np.ndarray] = None
     source: str = ""  # which reader and from where, for the log
+    train_ids: Optional[np.ndarray] = None  # make_dataset always sets it
 
     @property
     def num_classes(self) -> int:
@@ -47,10 +52,13 @@ def check_split(images: np.ndarray, labels: np.ndarray, num_classes: int, where:
         )
 
 
-def make_dataset(name, class_names, train, test=None, source="") -> Dataset:
-    """Checks and packs (images, labels) pairs into a Dataset with int32 labels."""
+def make_dataset(name, class_names, train, test=None, source="", train_ids=None) -> Dataset:
+    """Checks and packs (images, labels) pairs into a Dataset with int32 labels; `train_ids` None: the official
+    index 0..N-1 (readers that keep the original files' order)."""
     class_names = list(class_names)
     check_split(*train, len(class_names), f"{source or name} train split")
+    train_ids = check_ids(np.arange(len(train[1])) if train_ids is None else train_ids, len(train[1]),
+                          f"{source or name} train split")
     if test is not None:
         check_split(*test, len(class_names), f"{source or name} test split")
         if test[0].shape[1:] != train[0].shape[1:]:
@@ -65,7 +73,24 @@ def make_dataset(name, class_names, train, test=None, source="") -> Dataset:
         test_images=None if test is None else test[0],
         test_labels=None if test is None else test[1].astype(np.int32),
         source=source,
+        train_ids=train_ids,
     )
+
+
+def check_ids(ids, count: int, where: str) -> np.ndarray:
+    """`count` distinct image ids as int64 (official indices) or str (paths); DataError otherwise."""
+    ids = np.asarray(ids)
+    if np.issubdtype(ids.dtype, np.integer):
+        ids = ids.astype(np.int64)
+    elif ids.dtype.kind != "U" and not (ids.dtype == object and all(isinstance(i, str) for i in ids.tolist())):
+        raise DataError(f"{where}: image ids must be integers or paths, got {ids.dtype}")
+    else:
+        ids = ids.astype(str)
+    if ids.shape != (count,):
+        raise DataError(f"{where}: {count} images but image ids of shape {ids.shape}")
+    if len(np.unique(ids)) != count:
+        raise DataError(f"{where}: image ids are not distinct")
+    return ids
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:

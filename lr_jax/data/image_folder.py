@@ -225,12 +225,24 @@ def list_class_tree(tree: SourceTree, split: str) -> dict[str, list[str]]:
     return class_tree
 
 
-def tree_to_arrays(tree: SourceTree, class_tree: dict[str, list[str]], class_names: list[str]):
-    """Decodes a {class: [files]} tree into (images, int32 labels) with label = index in class_names."""
-    files = [rel for name in class_names for rel in class_tree[name]]
-    labels = np.repeat(np.arange(len(class_names), dtype=np.int32), [len(class_tree[n]) for n in class_names])
-    images = decode_all([tree.item(rel) for rel in files], lambda i: tree.where(files[i]))
-    return images, labels
+def class_major_files(class_tree: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
+    """(files, int32 labels) of a {class: [files]} tree in reading order: classes in order, each class's files in
+    order; label = the class's position."""
+    files = [rel for rels in class_tree.values() for rel in rels]
+    labels = np.repeat(np.arange(len(class_tree), dtype=np.int32), [len(rels) for rels in class_tree.values()])
+    return files, labels
+
+
+def list_train_images(tree: SourceTree, prefix: str) -> tuple[dict[str, list[str]], np.ndarray]:
+    """({class: image paths} of `prefix/train/`, each training image's id in reading order): the id is the path
+    relative to the layout root ('train/cat/0001.jpg'). The reader and label files both take their order from here."""
+    train_dir = f"{prefix}train"
+    if not tree.has_dir(train_dir):
+        raise DataError(f"{tree.where(prefix.rstrip('/'))}: no train/ folder "
+                        f"(expected {tree.where(train_dir)}/<class>/<image>)")
+    train_tree = list_class_tree(tree, train_dir)
+    files, _ = class_major_files(train_tree)
+    return train_tree, np.asarray([rel[len(prefix):] for rel in files], dtype=str)
 
 
 def check_same_classes(train_classes, test_classes, where: str) -> None:
@@ -243,19 +255,22 @@ def check_same_classes(train_classes, test_classes, where: str) -> None:
         )
 
 
-def read_image_tree(tree: SourceTree, prefix: str, name: str) -> Dataset:
-    """Reads `prefix/train/<class>/*` and, if present, `prefix/test/<class>/*`; class ids = sorted folder names."""
-    root = prefix.rstrip("/")
-    train_dir, test_dir = f"{prefix}train", f"{prefix}test"
-    if not tree.has_dir(train_dir):
-        raise DataError(f"{tree.where(root)}: no train/ folder (expected {tree.where(train_dir)}/<class>/<image>)")
-    train_tree = list_class_tree(tree, train_dir)
-    class_names = list(train_tree)
-    test_tree = None
-    if tree.has_dir(test_dir):  # check both listings before decoding anything
-        test_tree = list_class_tree(tree, test_dir)
-        check_same_classes(class_names, list(test_tree), tree.where(root))
-    train = tree_to_arrays(tree, train_tree, class_names)
-    test = None if test_tree is None else tree_to_arrays(tree, test_tree, class_names)
-    return make_dataset(name, class_names, train, test, source=f"image folder tree {tree.where(root)}")
+def decode_tree(tree: SourceTree, class_tree: dict[str, list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes a {class: [files]} tree into (images, int32 labels) in `class_major_files` order."""
+    files, labels = class_major_files(class_tree)
+    return decode_all([tree.item(rel) for rel in files], lambda i: tree.where(files[i])), labels
 
+
+def read_image_tree(tree: SourceTree, prefix: str, name: str) -> Dataset:
+    """Reads `prefix/train/<class>/*` and, if present, `prefix/test/<class>/*`; class ids = sorted folder names,
+    image ids = paths relative to the layout root."""
+    root = prefix.rstrip("/")
+    train_tree, train_ids = list_train_images(tree, prefix)
+    test_tree = None
+    if tree.has_dir(f"{prefix}test"):  # check both listings before decoding anything
+        test_tree = list_class_tree(tree, f"{prefix}test")
+        check_same_classes(list(train_tree), list(test_tree), tree.where(root))
+    train = decode_tree(tree, train_tree)
+    test = None if test_tree is None else decode_tree(tree, test_tree)
+    return make_dataset(name, list(train_tree), train, test, source=f"image folder tree {tree.where(root)}",
+                        train_ids=train_ids)

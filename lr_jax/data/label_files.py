@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import os
 import pickle
@@ -12,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from lr_jax.data.cifar_archive import _PICKLE_GLOBALS  # numpy arrays, dtypes and byte strings, nothing else
+from lr_jax.data.cifar_archive import PICKLE_GLOBALS  # numpy arrays, dtypes and byte strings, nothing else
 from lr_jax.data.dataset import DataError
 
 SOFT_SUM_TOLERANCE = 1e-3  # how far a soft label's row may sum from 1
@@ -65,7 +66,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Builds numpy arrays only: any other global (os.system, builtins.eval, torch storages) is refused unloaded."""
 
     def find_class(self, module, name):
-        if (module, name) not in _PICKLE_GLOBALS:
+        if (module, name) not in PICKLE_GLOBALS:
             raise pickle.UnpicklingError(f"it refers to {module}.{name}, and only numpy arrays are allowed")
         return super().find_class(module, name)
 
@@ -254,13 +255,41 @@ def tfds_order(order_file: str) -> ImageOrder:
     return ImageOrder(indices=indices.astype(np.int64), describe=f"TFDS order from {order_file}")
 
 
-def image_folder_classes(tree, prefix: str = "") -> dict[str, list[str]]:
-    """{class folder: training image paths relative to the layout root ('train/cat/0001.jpg')}, classes and
-    files in the order `image_folder.read_image_tree` decodes them (sorted names, natural file order)."""
-    from lr_jax.data.image_folder import list_class_tree
+def order_from_ids(ids: np.ndarray, labels: np.ndarray, num_classes: int, clean_labels: Optional[np.ndarray],
+                   describe: str) -> ImageOrder:
+    """The ImageOrder of training images with these ids (official indices, or image-folder paths grouped class by
+    class) and labels. Paths with the official `clean_labels` are also mapped to official indices (see
+    `official_index_paths`); official indices need no clean labels, and any given are not used."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu":
+        return ImageOrder(indices=ids.astype(np.int64), describe=describe)
+    paths = tuple(ids.tolist())
+    if clean_labels is None:
+        return ImageOrder(paths=paths, describe=describe)
+    labels = np.asarray(labels)
+    class_paths = [ids[labels == c].tolist() for c in range(num_classes)]
+    index_paths = official_index_paths(clean_labels, class_paths, f"{describe} with clean labels")
+    position = {path: j for j, path in enumerate(paths)}
+    indices = np.empty(len(paths), np.int64)
+    indices[[position[path] for path in index_paths]] = np.arange(len(index_paths))
+    return ImageOrder(indices=indices, paths=paths, describe=describe)
 
-    listing = list_class_tree(tree, f"{prefix}train")
-    return {name: [rel[len(prefix):] for rel in rels] for name, rels in listing.items()}
+
+def image_order(dataset, clean_labels: Optional[np.ndarray] = None) -> ImageOrder:
+    """Who the training images of `dataset` (a `Dataset`) are, from its `train_ids`: official indices, or paths
+    (with the official `clean_labels`, e.g. CIFAR-10N's clean_label, also official indices)."""
+    return order_from_ids(dataset.train_ids, dataset.train_labels, dataset.num_classes, clean_labels,
+                          dataset.source or dataset.name)
+
+
+def image_folder_classes(tree, prefix: str = "") -> dict[str, list[str]]:
+    """{class folder: training image ids ('train/cat/0001.jpg')} in the order `image_folder.read_image_tree`
+    decodes them (it takes its order and ids from the same `list_train_images`)."""
+    from lr_jax.data.image_folder import list_train_images
+
+    class_tree, ids = list_train_images(tree, prefix)
+    counts = np.cumsum([len(rels) for rels in class_tree.values()])[:-1]
+    return {name: part.tolist() for name, part in zip(class_tree, np.split(ids, counts))}
 
 
 def official_index_paths(clean_labels: np.ndarray, class_paths: Sequence[Sequence[str]], where: str) -> list[str]:
@@ -279,25 +308,15 @@ def official_index_paths(clean_labels: np.ndarray, class_paths: Sequence[Sequenc
 
 
 def image_folder_order(data_dir: str, clean_labels: Optional[np.ndarray] = None) -> ImageOrder:
-    """The training images of the image-folder tree `data_dir` (folder or archive) by path, in the reader's order;
-    with the official `clean_labels` (e.g. CIFAR-10N's clean_label) also by official index."""
-    from lr_jax.data import find_layout
-    from lr_jax.data.source_tree import open_tree
+    """`image_order` of the image-folder tree `data_dir` (folder or archive) without decoding it: the ids and order
+    its reader would give (for tools such as `lr_jax.cifar10n`; a run has its Dataset: use `image_order`)."""
+    from lr_jax.data.formats import find_image_folder
 
-    tree = open_tree(data_dir)
-    layout, prefix = find_layout(tree)
-    if not layout.reader.startswith("image_folder:"):
-        raise LabelFileError(f"{data_dir}: holds {layout.kind}, not an image-folder tree")
+    tree, prefix = find_image_folder(data_dir)
     classes = image_folder_classes(tree, prefix)
-    paths = tuple(path for rels in classes.values() for path in rels)
-    describe = f"image folder {tree.where(prefix.rstrip('/'))}"
-    if clean_labels is None:
-        return ImageOrder(paths=paths, describe=describe)
-    index_paths = official_index_paths(clean_labels, list(classes.values()), f"{describe} with clean labels")
-    position = {path: j for j, path in enumerate(paths)}
-    indices = np.empty(len(paths), np.int64)
-    indices[[position[path] for path in index_paths]] = np.arange(len(index_paths))
-    return ImageOrder(indices=indices, paths=paths, describe=describe)
+    ids = np.asarray([path for paths in classes.values() for path in paths], dtype=str)
+    labels = np.repeat(np.arange(len(classes)), [len(paths) for paths in classes.values()])
+    return order_from_ids(ids, labels, len(classes), clean_labels, f"image folder {tree.where(prefix.rstrip('/'))}")
 
 
 def labels_for_images(table: LabelTable, order: ImageOrder) -> np.ndarray:
@@ -333,3 +352,33 @@ def _labels_by_path(table: LabelTable, order: ImageOrder) -> np.ndarray:
 def load_train_labels(path: str, order: ImageOrder, num_classes: int, key: Optional[str] = None) -> np.ndarray:
     """Reads, checks and matches a label file: hard (N,) int64 or soft (N, C) float32 labels in the dataset's order."""
     return labels_for_images(read_label_file(path, num_classes, key), order)
+
+
+def noise_rate(labels: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of labels that differ from `reference` (soft labels count by their argmax)."""
+    labels = np.asarray(labels)
+    hard = labels.argmax(axis=1) if labels.ndim == 2 else labels
+    return float(np.mean(hard != np.asarray(reference)))
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of the file's bytes, hex; a LabelFileError naming it if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise LabelFileError(f"{path}: cannot read the label file ({error.strerror or error})") from None
+    return digest.hexdigest()
+
+
+def label_source_record(path: str, key: Optional[str], sha256: str, given: np.ndarray,
+                        dataset_labels: np.ndarray) -> dict:
+    """The run's record of where its training labels came from: {file, key, sha256, noise_rate}. `given` and
+    `dataset_labels` are aligned with the dataset's whole train split (before the validation split and
+    --train_size), so noise_rate is the fraction of the file's labels (argmax of soft ones) that differ from the
+    dataset's over all of the train split's images."""
+    if len(given) != len(dataset_labels):
+        raise LabelFileError(f"{path}: {len(given)} labels, but the dataset has {len(dataset_labels)} training images")
+    return dict(file=path, key=key, sha256=sha256, noise_rate=noise_rate(given, dataset_labels))

@@ -29,7 +29,14 @@ def stratified_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class Splits:
-    """Train / validation / (optional) test arrays ready for the chain."""
+    """Train / validation / (optional) test arrays ready for the chain.
+
+    `train_labels` are what the chain trains on: the replacement labels where a label file was given (the argmax
+    of soft ones), else the dataset's. `dataset_train_labels` are always the dataset's own labels of the same
+    training images (equal to `train_labels` without a file); `train_targets` the file's soft rows (None unless
+    the file was soft). Validation and test always keep the dataset's labels. `train_ids` / `val_ids` are the
+    images' ids (`Dataset.train_ids`), `train_index` / `val_index` their rows in the dataset's train split.
+    The fields after `std` are None where Splits are built by hand (tests)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -40,14 +47,20 @@ class Splits:
     class_names: list
     mean: np.ndarray  # per-channel pixel mean of the training images, in [0, 1]
     std: np.ndarray
+    train_ids: Optional[np.ndarray] = None
+    val_ids: Optional[np.ndarray] = None
+    train_index: Optional[np.ndarray] = None
+    val_index: Optional[np.ndarray] = None
+    dataset_train_labels: Optional[np.ndarray] = None
+    train_targets: Optional[np.ndarray] = None  # (N, C) float32 soft labels from the label file
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
-def make_splits(dataset: Dataset, val_size: int, train_size: Optional[int], seed: int) -> Splits:
-    """Holds out a stratified validation split from train, then optionally keeps `train_size` of the rest."""
+def split_indices(dataset: Dataset, val_size: int, train_size: Optional[int], seed: int):
+    """(training rows, validation rows) of the dataset's train split, drawn from the dataset's own labels only."""
     num_train = len(dataset.train_labels)
     if val_size >= num_train:
         raise DataError(
@@ -62,11 +75,37 @@ def make_splits(dataset: Dataset, val_size: int, train_size: Optional[int], seed
                 f"holding out --val_size={val_size}"
             )
         rest = rest[stratified_indices(dataset.train_labels[rest], train_size, seed + 1)]
+    return rest, val_idx
+
+
+def replacement_labels(train_labels: np.ndarray, dataset: Dataset) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(hard int32 labels, soft float32 rows or None) from replacement labels aligned with the train split's rows."""
+    from lr_jax.data.label_files import check_labels
+
+    labels = check_labels(train_labels, dataset.num_classes, "--train_labels")
+    if len(labels) != len(dataset.train_labels):
+        raise DataError(f"--train_labels: {len(labels)} labels, but {dataset.source or dataset.name} has "
+                        f"{len(dataset.train_labels)} training images")
+    if labels.ndim == 2:
+        return labels.argmax(axis=1).astype(np.int32), labels
+    return labels.astype(np.int32), None
+
+
+def make_splits(dataset: Dataset, val_size: int, train_size: Optional[int], seed: int,
+                train_labels: Optional[np.ndarray] = None) -> Splits:
+    """Holds out a stratified validation split from train, then optionally keeps `train_size` of the rest.
+
+    Both are drawn from the dataset's own labels, so a seed holds out the same images with or without
+    `train_labels`: replacement labels (hard (N,) ints or soft (N, C) rows) aligned with the train split's rows,
+    which then label the training images (see Splits)."""
+    rest, val_idx = split_indices(dataset, val_size, train_size, seed)
+    hard, soft = (dataset.train_labels, None) if train_labels is None else replacement_labels(train_labels, dataset)
     train_images = dataset.train_images[rest]
     mean, std = channel_stats(train_images)
+    ids = np.arange(len(dataset.train_labels)) if dataset.train_ids is None else dataset.train_ids
     return Splits(
         train_images=train_images,
-        train_labels=dataset.train_labels[rest],
+        train_labels=hard[rest],
         val_images=dataset.train_images[val_idx],
         val_labels=dataset.train_labels[val_idx],
         test_images=dataset.test_images,
@@ -74,6 +113,12 @@ def make_splits(dataset: Dataset, val_size: int, train_size: Optional[int], seed
         class_names=list(dataset.class_names),
         mean=mean,
         std=std,
+        train_ids=ids[rest],
+        val_ids=ids[val_idx],
+        train_index=rest,
+        val_index=val_idx,
+        dataset_train_labels=dataset.train_labels[rest],
+        train_targets=None if soft is None else soft[rest],
     )
 
 

@@ -49,7 +49,8 @@ def mat_split(tree: SourceTree, rel: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_svhn_mat(tree: SourceTree, prefix: str, name: str, extra: bool = False) -> Dataset:
-    """train_32x32.mat (+ extra_32x32.mat appended when `extra`) and test_32x32.mat when present."""
+    """train_32x32.mat (+ extra_32x32.mat appended when `extra`) and test_32x32.mat when present; ids are the
+    index in the file, extra's continuing after train's."""
     train = mat_split(tree, f"{prefix}train_32x32.mat")
     if extra:
         train = concatenate_splits([train, mat_split(tree, f"{prefix}extra_32x32.mat")])

@@ -66,7 +66,8 @@ def idx_split(tree: SourceTree, prefix: str, split: str, num_classes: int, requi
 
 
 def read_idx(tree: SourceTree, prefix: str, name: str) -> Dataset:
-    """train-* (required) and t10k-* (optional) IDX files; class names of Fashion-MNIST, else digits 0-9."""
+    """train-* (required) and t10k-* (optional) IDX files; class names of Fashion-MNIST, else digits 0-9; ids are
+    the index in the train file."""
     class_names = CLASS_NAMES.get(name, [str(d) for d in range(10)])
     train = idx_split(tree, prefix, "train", len(class_names), required=True)
     test = idx_split(tree, prefix, "t10k", len(class_names), required=False)
