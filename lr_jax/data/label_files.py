@@ -19,7 +19,9 @@ from lr_jax.data.dataset import DataError
 SOFT_SUM_TOLERANCE = 1e-3  # how far a soft label's row may sum from 1
 PROB_PREFIX = "prob_"  # soft-label CSV columns: prob_0 .. prob_{C-1}
 SUPPORTED = ".pt/.pth (PyTorch-saved dict of numpy arrays, e.g. CIFAR-10_human.pt), .npy, .npz, .csv"
-CSV_FORMATS = "path,label | index,label | path,prob_0,..,prob_{C-1} | index,prob_0,..,prob_{C-1}"
+CSV_FORMATS = ("path,label | index,label | path,prob_0,..,prob_{C-1} | index,prob_0,..,prob_{C-1} | an export of "
+               "python -m lr_jax.labels (path|index,label,given_label,confidence,prob_0,..: its probabilities are read)")
+EXPORT_COLUMNS = ("label", "given_label", "confidence")  # lr_jax.labels.export_format's columns before prob_0..
 LISTED = 5  # how many offending entries a message names
 
 
@@ -179,19 +181,21 @@ def read_csv_labels(path: str, num_classes: int) -> LabelTable:
         raise LabelFileError(f"{path}: empty; expected a header {CSV_FORMATS}")
     header = [column.strip() for column in rows[0][1]]
     soft_columns = [f"{PROB_PREFIX}{c}" for c in range(num_classes)]
-    if not header or header[0] not in ("path", "index") or header[1:] not in (["label"], soft_columns):
+    known = (["label"], soft_columns, [*EXPORT_COLUMNS, *soft_columns])
+    if not header or header[0] not in ("path", "index") or header[1:] not in known:
         raise LabelFileError(f"{path}: header {','.join(header)!r} is not one of {CSV_FORMATS} "
                              f"(C = {num_classes} classes)")
     if len(rows) == 1:
         raise LabelFileError(f"{path}: a header but no label rows")
+    read_from = 1 if header[1:] != known[2] else 1 + len(EXPORT_COLUMNS)  # an export: its probabilities
     keys, values = [], []
     for number, row in rows[1:]:
         if len(row) != len(header):
             raise LabelFileError(f"{path}: line {number} has {len(row)} fields, the header {len(header)}")
         keys.append(_csv_key(row[0], header[0], path, number))
-        values.append(_csv_values(row[1:], path, number))
+        values.append(_csv_values(row[read_from:], path, number))
     _check_unique(keys, rows[1:], path)
-    labels = np.asarray(values, np.int64 if header[1] == "label" else np.float64)
+    labels = np.asarray(values, np.int64 if header[1:] == ["label"] else np.float64)
     labels = check_labels(labels, num_classes, path)
     if header[0] == "path":
         return LabelTable(labels, path, tuple(keys))
