@@ -15,8 +15,9 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from lr_jax import train, xla_cpu
+from lr_jax import loop, step, xla_cpu
 from lr_jax.config import Config
+from lr_jax.devices import device_data, make_predict, replicate, unreplicate
 from lr_jax.models import get_model
 
 
@@ -43,29 +44,34 @@ def benchmark(model_name: str, batch_size: int, steps: int, label_mode: str = "p
     targets = np.eye(num_classes, dtype=np.float32)[labels]
     config = Config(model=model_name, batch_size=batch_size, epochs=1, label_mode=label_mode,
                     adversarial_jitter=adversarial_jitter, dtype=dtype)
-    options = train.step_options(config, devices, num_images, refined=True)  # what a refined generation runs
-    model = get_model(model_name, num_classes, train.compute_dtype(dtype))
-    state = train.create_train_state(jax.random.PRNGKey(0), model, images.shape[1:],
-                                     train.make_optimizer(config, options.steps_per_epoch))
-    step_fn = train.make_train_step(model, model if options.uses_refinery else None, options)
+    options = step.step_options(config, devices, num_images, refined=True,  # what a refined generation runs
+                                online=label_mode == "online")
+    model = get_model(model_name, num_classes, step.compute_dtype(dtype))
+    state = step.create_train_state(jax.random.PRNGKey(0), model, images.shape[1:],
+                                    step.make_optimizer(config, options.steps_per_epoch))
+    step_fn = step.make_train_step(model, model if options.uses_refinery else None, options)
     mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
-    data = train.device_data(images, labels, targets, mean, std)
-    variables = train.replicate(train.variables_of(state))
-    args = [train.replicate(state), data, train.replicate(np.arange(num_images, dtype=np.int32)),
-            train.replicate(jax.random.PRNGKey(1)), variables if options.uses_refinery else None]
+    variables = replicate(step.variables_of(state))
+    args = loop.StepArgs(replicate(state), device_data(images, labels, targets, mean, std),
+                         replicate(np.arange(num_images, dtype=np.int32)), replicate(jax.random.PRNGKey(1)),
+                         variables if options.uses_refinery else None)
 
-    # The training loop's own step runner: it keeps at most train.IN_FLIGHT_STEPS steps queued (hundreds in
+    # The training loop's own step runner: it keeps at most loop.IN_FLIGHT_STEPS steps queued (hundreds in
     # flight can stall XLA:CPU's collectives on simulated devices) and fetches the metrics at the end.
-    no_bar = types.SimpleNamespace(update=lambda count: None)
-    train_seconds = _timed(lambda count: train.run_steps(step_fn, args, count, no_bar, lambda: False), steps,
-                           profile_dir)
-    predict_fn = train.make_predict(model)
-    batch = train.replicate(np.asarray(mean)), train.replicate(np.asarray(std))
+    def train_steps(count: int) -> None:
+        nonlocal args
+        args, _, _ = loop.run_steps(step_fn, args, count, types.SimpleNamespace(update=lambda count: None),
+                                    lambda: False)
+
+    train_seconds = _timed(train_steps, steps, profile_dir)
+    predict_fn = make_predict(model)
+    batch = replicate(np.asarray(mean)), replicate(np.asarray(std))
     shards = images[:batch_size].reshape(devices, batch_size // devices, *images.shape[1:])
     predict_seconds = _timed(lambda count: jax.block_until_ready([predict_fn(variables, shards, *batch)
                                                                   for _ in range(count)]), steps)
     return {"model": model_name, "batch_size": batch_size, "devices": devices, "label_mode": label_mode,
             "adversarial_jitter": adversarial_jitter, "dtype": dtype, "steps": steps,
+            "train_steps_run": int(unreplicate(args.state.step)),  # the timed steps and the warm-up step
             "train_images_per_second": steps * batch_size / train_seconds,
             "predict_images_per_second": steps * batch_size / predict_seconds}
 

@@ -28,15 +28,14 @@ _request = {"signal": None, "checks": 0}  # the first signal received (its name)
 class Interrupted(Exception):
     """Training stopped on request. `step` is where generation `generation` stopped (None: before its training
     began in this invocation), `checkpoint` the folder of the training state saved there (None: nothing new
-    needed saving, or there was no checkpoint folder); `finished` the generations complete when it stopped (set
-    by the chain)."""
+    needed saving, or there was no checkpoint folder); `finished` how many generations were complete when it
+    stopped. The step loop knows the step, the chain adds the generation and the count."""
 
     def __init__(self, reason: str, step: Optional[int] = None, total_steps: Optional[int] = None,
-                 checkpoint: Optional[str] = None, generation: Optional[int] = None):
+                 checkpoint: Optional[str] = None, generation: Optional[int] = None, finished: int = 0):
         super().__init__(reason)
         self.reason, self.step, self.total_steps, self.checkpoint = reason, step, total_steps, checkpoint
-        self.generation = generation
-        self.finished: list = []
+        self.generation, self.finished = generation, finished
 
     def __str__(self) -> str:
         where = (f"before training generation {self.generation}" if self.step is None
@@ -44,7 +43,7 @@ class Interrupted(Exception):
         saved = (f"its training state is saved in {self.checkpoint}" if self.checkpoint
                  else "nothing new needed saving" if not self.step
                  else "its training state was not saved (no checkpoint folder)")
-        done = len(self.finished)
+        done = self.finished
         return (f"stopped by {self.reason} {where}; {saved}; {done} generation{'s' * (done != 1)} finished. "
                 f"Run the same command again to resume (exit status {EXIT_STATUS})")
 

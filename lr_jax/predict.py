@@ -41,8 +41,9 @@ def predict_images(workdir: str, generation: Optional[int], paths: Sequence[str]
     """Decodes the images and runs saved generation `generation` (None: the newest) of the run in `workdir`.
 
     Returns (files, probs (N, C) float32, class_names, generation)."""
-    from lr_jax import train
+    from lr_jax.devices import make_predict, predict_probs, replicate
     from lr_jax.models import get_model
+    from lr_jax.step import compute_dtype
 
     arrays, info = checkpoints.load_generation(workdir, generation)
     files = list_images(paths)
@@ -53,10 +54,10 @@ def predict_images(workdir: str, generation: Optional[int], paths: Sequence[str]
             f"{files[0]}: image is {images.shape[1:]} (H, W, C) but generation {info['generation']} of {workdir} "
             f"was trained on {expected} images"
         )
-    model = get_model(info["model_name"], info["num_classes"], train.compute_dtype(info["dtype"]))
-    variables = train.replicate(arrays["variables"])
+    model = get_model(info["model_name"], info["num_classes"], compute_dtype(info["dtype"]))
+    variables = replicate(arrays["variables"])
     mean, std = np.asarray(info["mean"], np.float32), np.asarray(info["std"], np.float32)
-    probs = train.predict_probs(train.make_predict(model), variables, images, mean, std, batch_size)
+    probs = predict_probs(make_predict(model), variables, images, mean, std, batch_size)
     return files, probs, list(info["class_names"]), info["generation"]
 
 

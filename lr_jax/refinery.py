@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lr_jax import checkpoints, interrupt, losses, train
+from lr_jax import checkpoints, interrupt, loop, losses, step
 from lr_jax.config import Config, RunOptions
 from lr_jax.data import Splits
+from lr_jax.devices import device_data, make_predict, predict_probs, replicate
+from lr_jax.generation import GenerationPlan, plan_generation, training_labels
 from lr_jax.models import get_model
 
 
@@ -28,6 +29,7 @@ class Generation:
     test_probs: Optional[np.ndarray]
     variables: dict  # {'params', 'batch_stats'} on the host
     metrics: dict
+    reloaded: bool = False  # loaded from a saved generation (this run's or another's), not trained by this call
 
 
 def accuracy(probs: Optional[np.ndarray], labels: Optional[np.ndarray]) -> Optional[float]:
@@ -42,32 +44,16 @@ def generation_key(seed: int, generation: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), generation)
 
 
-def model_for_generation(config: Config, generation: int) -> str:
-    """With `--refinery_model`, generation 1 is that architecture (the refinery); the rest are `--model`."""
-    if config.refinery_model and generation == 1:
-        return config.refinery_model
-    return config.model
-
-
-def trains_on_refinery(config: Config, previous: list) -> bool:
-    """Whether the next generation learns the previous one's labels: not generation 1, nor `--label_mode
-    ground_truth` (every generation on the ground truth)."""
-    return bool(previous) and config.label_mode != "ground_truth"
-
-
-def evaluate_generation(
-    gen: int, config: Config, splits: Splits, soft_labels, val_probs, test_probs, previous: list[Generation]
-) -> dict:
+def evaluate_generation(gen: int, splits: Splits, soft_labels, val_probs, test_probs, previous: list[Generation],
+                        taught: np.ndarray) -> dict:
     """Per-generation metrics: accuracies, the train-minus-validation and train-minus-test gaps (None without
     that split), label statistics, the ensemble. `label_agreement`: how often the argmax of `soft_labels` (this
-    generation's softmax on the un-augmented training images) equals the argmax of the labels it trained on:
-    the ground truth for generation 1 and in `--label_mode ground_truth` (so it equals the train accuracy), else
-    the previous generation's. The ensemble is the mean of generations 1..gen's validation (test) probabilities."""
+    generation's softmax on the un-augmented training images) equals `taught`, the class each training image was
+    taught (see generation.training_labels: the ground truth, so it equals the train accuracy, or the argmax of
+    its teacher's labels). The ensemble is the mean of generations 1..gen's validation (test) probabilities."""
     train_accuracy = accuracy(soft_labels, splits.train_labels)
     val_accuracy = accuracy(val_probs, splits.val_labels)
     test_accuracy = accuracy(test_probs, splits.test_labels)
-    teacher_labels = (np.argmax(previous[-1].soft_labels, -1) if trains_on_refinery(config, previous)
-                      else splits.train_labels)
     ensemble_val = np.mean([g.val_probs for g in previous] + [val_probs], axis=0)
     ensemble_test = (
         None if test_probs is None else np.mean([g.test_probs for g in previous] + [test_probs], axis=0)
@@ -80,7 +66,7 @@ def evaluate_generation(
         "train_val_gap": None if val_accuracy is None else train_accuracy - val_accuracy,
         "train_test_gap": None if test_accuracy is None else train_accuracy - test_accuracy,
         "label_entropy": float(np.mean(np.asarray(losses.label_entropy(jnp.asarray(soft_labels))))),
-        "label_agreement": accuracy(soft_labels, teacher_labels),
+        "label_agreement": accuracy(soft_labels, taught),
         "ensemble_val_accuracy": accuracy(ensemble_val, splits.val_labels),
         "ensemble_test_accuracy": accuracy(ensemble_test, splits.test_labels),
     }
@@ -88,56 +74,54 @@ def evaluate_generation(
 
 @dataclasses.dataclass
 class ChainContext:
-    """What every generation of one chain shares, built once: the training split on the devices, and each
-    architecture's model, compiled functions and the optimizer (so generations with equal settings reuse them)."""
+    """What every generation of one chain shares, built once: the training split on the devices, the step loop's
+    shape, and each architecture's model, compiled functions and the optimizer (so generations with equal
+    settings reuse them), keyed by hashable tuples."""
 
     config: Config
     splits: Splits
-    data: train.DeviceData  # targets are swapped per generation
-    plan: train.LoopPlan
+    data: step.DeviceData  # targets are swapped per generation
+    loop_plan: loop.LoopPlan
     eval_batch_size: int
     programs: dict = dataclasses.field(default_factory=dict)
 
-    def program(self, name: str, build: Callable):
-        """The model, function or optimizer called `name`, built by `build()` the first time it is asked for."""
-        if name not in self.programs:
-            self.programs[name] = build()
-        return self.programs[name]
+    def program(self, key: tuple, build: Callable):
+        """The model, function or optimizer under `key`, built by `build()` the first time it is asked for."""
+        if key not in self.programs:
+            self.programs[key] = build()
+        return self.programs[key]
 
 
 def make_context(config: Config, splits: Splits, run: RunOptions) -> ChainContext:
     """Copies the training split onto the devices and fixes the step loop's shape for the whole chain."""
     # Global device count: with several processes each computes its own slice of a batch. The step options
     # check the batch against the devices and the data before anything is copied.
-    options = train.step_options(config, jax.device_count(), len(splits.train_images), refined=False)
-    data = train.device_data(splits.train_images, splits.train_labels,
-                             np.zeros((len(splits.train_labels), splits.num_classes), np.float32),
-                             splits.mean, splits.std)
-    plan = train.LoopPlan(config.epochs, options.steps_per_epoch, options.global_batch, run.checkpoint_every)
-    return ChainContext(config, splits, data, plan, run.eval_batch_size)
+    options = step.step_options(config, jax.device_count(), len(splits.train_images), refined=False)
+    data = device_data(splits.train_images, splits.train_labels,
+                       np.zeros((len(splits.train_labels), splits.num_classes), np.float32), splits.mean, splits.std)
+    loop_plan = loop.LoopPlan(config.epochs, options.steps_per_epoch, options.global_batch, run.checkpoint_every)
+    return ChainContext(config, splits, data, loop_plan, run.eval_batch_size)
 
 
 def _model(context: ChainContext, name: str):
-    build = lambda: get_model(name, context.splits.num_classes, train.compute_dtype(context.config.dtype))
-    return context.program(f"model {name}", build)
+    build = lambda: get_model(name, context.splits.num_classes, step.compute_dtype(context.config.dtype))
+    return context.program(("model", name), build)
 
 
 def _init(context: ChainContext, name: str) -> Callable:
     """key -> a fresh TrainState of architecture `name`, with the chain's one optimizer."""
-    tx = context.program("optimizer", lambda: train.make_optimizer(context.config, context.plan.steps_per_epoch))
+    steps = context.loop_plan.steps_per_epoch
+    tx = context.program(("optimizer",), lambda: step.make_optimizer(context.config, steps))
     shape = context.splits.train_images.shape[1:]
-    return context.program(f"init {name}", lambda: train.make_init(_model(context, name), shape, tx))
+    return context.program(("init", name), lambda: step.make_init(_model(context, name), shape, tx))
 
 
-def _step(context: ChainContext, name: str, refinery_name: Optional[str]) -> tuple[Callable, bool]:
-    """(the train step of architecture `name` refined by `refinery_name`, whether it calls the refinery).
-    Precomputed labels never call the refinery: such steps leave it out, so every generation shares one."""
-    options = train.step_options(context.config, jax.device_count(), len(context.splits.train_images),
-                                 refined=refinery_name is not None)
-    refinery_model = _model(context, refinery_name) if options.uses_refinery else None
-    key = f"step {name} {options} {refinery_name if options.uses_refinery else None}"
-    step_fn = context.program(key, lambda: train.make_train_step(_model(context, name), refinery_model, options))
-    return step_fn, options.uses_refinery
+def _step(context: ChainContext, plan: GenerationPlan) -> Callable:
+    """The plan's compiled train step. Precomputed labels never call the refinery: such steps leave it out, so
+    every generation shares one."""
+    refinery_model = None if plan.refinery_model is None else _model(context, plan.refinery_model)
+    build = lambda: step.make_train_step(_model(context, plan.model_name), refinery_model, plan.step_options)
+    return context.program(plan.step_key, build)
 
 
 def predict_all(context: ChainContext, name: str, variables: dict) -> tuple:
@@ -145,11 +129,11 @@ def predict_all(context: ChainContext, name: str, variables: dict) -> tuple:
     With `--eval_flip`, the validation and test probs are the mean over each image and its mirror image, and the
     metrics hold the accuracies without that averaging; the soft labels (the next generation's targets) are never
     averaged."""
-    predict_fn = context.program(f"predict {name}", lambda: train.make_predict(_model(context, name)))
-    replicated = train.replicate(variables)
+    predict_fn = context.program(("predict", name), lambda: make_predict(_model(context, name)))
+    replicated = replicate(variables)
     splits = context.splits
-    predict = lambda images: train.predict_probs(predict_fn, replicated, images, splits.mean, splits.std,
-                                                 context.eval_batch_size)
+    predict = lambda images: predict_probs(predict_fn, replicated, images, splits.mean, splits.std,
+                                           context.eval_batch_size)
     soft_labels, val_probs = predict(splits.train_images), predict(splits.val_images)
     test_probs = None if splits.test_images is None else predict(splits.test_images)
     if not context.config.eval_flip:
@@ -164,53 +148,46 @@ def predict_all(context: ChainContext, name: str, variables: dict) -> tuple:
 
 def run_generation(
     context: ChainContext,
-    gen: int,
-    targets: np.ndarray,
+    plan: GenerationPlan,
     previous: list[Generation],
     log: Callable[[str], None] = print,
     progress: bool = True,
     checkpoint_dir: Optional[str] = None,
+    chrono: Optional[loop.Chrono] = None,
 ) -> Generation:
-    """Initialises a fresh model, trains it on `targets` (or on the previous generation's per-crop labels in
-    online mode), and predicts soft labels for every un-augmented training image. With `checkpoint_dir`,
-    training saves its state there and resumes from it."""
+    """Initialises a fresh model, trains it as `plan` says (on the targets of generation.training_labels, or on its
+    teacher's per-crop labels in online mode), and predicts soft labels for every un-augmented training image.
+    With `checkpoint_dir`, training saves its state there and resumes from it. Training and prediction report
+    their times to `chrono` (default: a new one)."""
     config, splits = context.config, context.splits
-    model_name = model_for_generation(config, gen)
-    init_key, train_key = jax.random.split(generation_key(config.seed, gen))
-    state = _init(context, model_name)(init_key)
-    refined = trains_on_refinery(config, previous)
-    refinery_name = previous[-1].model_name if refined else None
-    step_fn, uses_refinery = _step(context, model_name, refinery_name)
-    data = context.data.replace(targets=train.replicate(np.asarray(targets, np.float32)))
-    state, stats = train.train_generation(
-        state, step_fn, data, train_key, context.plan,
-        refinery_variables=previous[-1].variables if uses_refinery else None, checkpoint_dir=checkpoint_dir,
-        log=log, progress_bar=progress,
+    chrono = loop.Chrono() if chrono is None else chrono
+    init_key, train_key = jax.random.split(generation_key(config.seed, plan.generation))
+    state = _init(context, plan.model_name)(init_key)
+    targets, taught = training_labels(plan, splits, config, previous)
+    data = context.data.replace(targets=replicate(np.asarray(targets, np.float32)))
+    state, stats = loop.train_generation(
+        state, _step(context, plan), data, train_key, context.loop_plan,
+        refinery_variables=None if plan.refinery_model is None else previous[-1].variables, checkpoint_dir=checkpoint_dir,
+        log=log, progress_bar=progress, chrono=chrono,
     )
-    variables = train.variables_of(state)
-    start = time.perf_counter()
-    soft_labels, val_probs, test_probs, unflipped = predict_all(context, model_name, variables)
-    stats["overhead_seconds"]["predict"] = time.perf_counter() - start
-    metrics = evaluate_generation(gen, config, splits, soft_labels, val_probs, test_probs, previous)
+    variables = step.variables_of(state)
+    with chrono.overhead("predict"):
+        soft_labels, val_probs, test_probs, unflipped = predict_all(context, plan.model_name, variables)
+    metrics = evaluate_generation(plan.generation, splits, soft_labels, val_probs, test_probs, previous, taught)
     metrics.update(unflipped)
     metrics.update(
-        model=model_name,
-        trained_on=f"generation {previous[-1].generation}" if refined else "ground truth",
-        label_mode=config.label_mode if refined else "ground truth",
+        model=plan.model_name,
+        trained_on=plan.trained_on,
+        label_mode=plan.label_mode,
         train_seconds=stats["train_seconds"],
         images_per_second=stats["images_per_second"],
         overhead_seconds=stats["overhead_seconds"],
         epochs=stats["epochs"],
     )
     return Generation(
-        generation=gen, model_name=model_name, trained_on=metrics["trained_on"], soft_labels=soft_labels,
-        val_probs=val_probs, test_probs=test_probs, variables=variables, metrics=metrics,
+        generation=plan.generation, model_name=plan.model_name, trained_on=plan.trained_on,
+        soft_labels=soft_labels, val_probs=val_probs, test_probs=test_probs, variables=variables, metrics=metrics,
     )
-
-
-def ground_truth_targets(splits: Splits, config: Config) -> np.ndarray:
-    """Generation 1's targets: one-hot ground truth (smoothed if `--label_smoothing`)."""
-    return np.asarray(losses.one_hot(jnp.asarray(splits.train_labels), splits.num_classes, config.label_smoothing))
 
 
 def generation_arrays(result: Generation) -> dict:
@@ -241,7 +218,7 @@ def generation_from_saved(gen: int, arrays: dict, info: dict) -> Generation:
     return Generation(
         generation=gen, model_name=info["model_name"], trained_on=info["trained_on"],
         soft_labels=arrays["soft_labels"], val_probs=arrays["val_probs"], test_probs=arrays.get("test_probs"),
-        variables=arrays["variables"], metrics=info["metrics"],
+        variables=arrays["variables"], metrics=info["metrics"], reloaded=True,
     )
 
 
@@ -262,33 +239,48 @@ def reused_refinery(refinery_workdir: str, splits: Splits, log: Callable[[str], 
     return reused
 
 
+def _train_and_save(context: ChainContext, plan: GenerationPlan, chain: list[Generation], store, workdir, log,
+                    progress: bool, code: Optional[dict]) -> Generation:
+    """Trains the planned generation (resuming its training checkpoint in `workdir`) and saves it into `store`."""
+    config, chrono = context.config, loop.Chrono()
+    checkpoint_dir = checkpoints.training_dir(workdir, plan.generation) if workdir else None
+    try:
+        result = run_generation(context, plan, chain, log=log, progress=progress, checkpoint_dir=checkpoint_dir,
+                                chrono=chrono)
+    except loop.NonFiniteLossError as error:
+        raise loop.NonFiniteLossError(f"generation {plan.generation}: {error}") from None
+    if code is not None:
+        result.metrics["code"] = code
+    if store is not None:
+        with chrono.overhead("save_generation"):  # shows in result.metrics["overhead_seconds"], not in the save
+            checkpoints.save_generation(store, plan.generation, generation_arrays(result),
+                                        generation_info(result, config, context.splits))
+    return result
+
+
 def run_chain(
     config: Config,
     splits: Splits,
     log: Callable[[str], None] = print,
     progress: bool = True,
-    on_generation: Optional[Callable[[Generation, list[Generation]], None]] = None,
-    finished: Optional[list[Generation]] = None,
     workdir: Optional[str] = None,
     run: Optional[RunOptions] = None,
     code: Optional[dict] = None,
-) -> list[Generation]:
-    """Runs generations len(finished)+1 .. config.generations; generation k+1 trains on generation k's labels.
+) -> Iterator[Generation]:
+    """Yields generations 1 .. config.generations in order, each once it is finished (trained, or reloaded:
+    `Generation.reloaded`); generation k+1 trains on generation k's labels (see generation.plan_generation).
 
-    The label array is an explicit value threaded through the loop: `targets` for the next generation is the
-    `soft_labels` array this generation predicted on the un-augmented training images. With `workdir`, each
-    finished generation is saved under it (and reloaded instead of retrained on a rerun), and training
-    checkpoints (every `run.checkpoint_every` steps) let an interrupted generation continue from its last one.
-    `code` (results.code_version() of this invocation) goes into the metrics of each generation trained here, and
-    is saved and reloaded with them: a resumed chain's rows name the code that finished each generation.
+    With `workdir`, each finished generation is saved under it (and reloaded instead of retrained on a rerun), and
+    training checkpoints (every `run.checkpoint_every` steps) let an interrupted generation continue from its last
+    one. `code` (results.code_version() of this invocation) goes into the metrics of each generation trained here,
+    and is saved and reloaded with them: a resumed chain's rows name the code that finished each generation.
     A stop request (see lr_jax.interrupt) ends the chain with `interrupt.Interrupted`, naming the generation and
-    step and holding the generations finished so far; before a generation starts, it ends it without training."""
+    step and how many generations were finished; before a generation starts, it ends it without training."""
     run = run or RunOptions()
-    chain = list(finished or [])
-    if not chain and config.refinery_workdir:
-        chain = [reused_refinery(config.refinery_workdir, splits, log, config.refinery_generation)]
-    ground_truth = ground_truth_targets(splits, config)
-    targets = chain[-1].soft_labels if trains_on_refinery(config, chain) else ground_truth
+    chain = []
+    if config.refinery_workdir:
+        chain.append(reused_refinery(config.refinery_workdir, splits, log, config.refinery_generation))
+        yield chain[-1]
     context = None  # built when the first generation needs training: a fully reloaded chain needs no devices
     store = checkpoints.open_manager(checkpoints.finished_dir(workdir)) if workdir else None
     gen = len(chain) + 1
@@ -301,31 +293,15 @@ def run_chain(
             else:
                 if interrupt.should_stop():  # a request that came in while the data were read or labels predicted
                     raise interrupt.Interrupted(interrupt.requested() or interrupt.AGREED)
-                teacher = f"labels of generation {chain[-1].generation}" if trains_on_refinery(config, chain) else None
-                log(f"generation {gen}/{config.generations}: training {model_for_generation(config, gen)} on "
-                    f"{teacher or 'ground truth'}")
+                plan = plan_generation(config, gen, chain, jax.device_count(), len(splits.train_images))
+                log(f"generation {gen}/{config.generations}: training {plan.model_name} on {plan.describe_labels}")
                 context = context or make_context(config, splits, run)
-                checkpoint_dir = checkpoints.training_dir(workdir, gen) if workdir else None
-                try:
-                    result = run_generation(context, gen, targets, chain, log=log, progress=progress,
-                                            checkpoint_dir=checkpoint_dir)
-                except train.NonFiniteLossError as error:
-                    raise train.NonFiniteLossError(f"generation {gen}: {error}") from None
-                if code is not None:
-                    result.metrics["code"] = code
-                if store is not None:
-                    start = time.perf_counter()
-                    checkpoints.save_generation(store, gen, generation_arrays(result),
-                                                generation_info(result, config, splits))
-                    result.metrics["overhead_seconds"]["save_generation"] = time.perf_counter() - start
+                result = _train_and_save(context, plan, chain, store, workdir, log, progress, code)
             chain.append(result)
-            if on_generation is not None and saved is None:
-                on_generation(result, chain)
-            targets = result.soft_labels if trains_on_refinery(config, chain) else ground_truth
+            yield result
     except interrupt.Interrupted as stop:
-        stop.generation, stop.finished = stop.generation or gen, list(chain)
+        stop.generation, stop.finished = gen, len(chain)  # where it stopped, for its message
         raise
     finally:
         if store is not None:
             store.close()
-    return chain

@@ -30,7 +30,7 @@ STEPS_PER_GENERATION = 10
 # Several actions may be given as A+B. With --process_id set, acts only in the process named by TARGET_PROCESS.
 STEP_HOOK_WRAPPER = """
 import os, resource, signal, sys, time
-from lr_jax import interrupt, train
+from lr_jax import interrupt, step
 from lr_jax.experiments import runner
 at_call, actions, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 target = os.environ.get("TARGET_PROCESS")
@@ -62,18 +62,18 @@ def act(action):
         except OSError:
             pass
 
-make_train_step = train.make_train_step
+make_train_step = step.make_train_step
 calls = [0]
 def counting(*key):
-    step = make_train_step(*key)
+    compiled = make_train_step(*key)
     def run_step(*args):
         calls[0] += 1
         if calls[0] == at_call and (target is None or process is None or process == target):
             for action in actions.split("+"):
                 act(action)
-        return step(*args)
+        return compiled(*args)
     return run_step
-train.make_train_step = counting
+step.make_train_step = counting
 runner.main("cifar10", argv)
 """
 

@@ -8,9 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from lr_jax import models, refinery, train
+from lr_jax import generation, loop, models, refinery, results, step
 from lr_jax.config import Config, RunOptions
 from lr_jax.data import Splits
+from lr_jax.devices import make_predict, predict_probs, replicate
 
 CLASSES, SIZE, NUM_TRAIN, NUM_HELD_OUT, GENERATIONS = 4, 8, 64, 16, 3
 TIMING_KEYS = ("train_seconds", "images_per_second", "seconds", "overhead_seconds")
@@ -45,7 +46,7 @@ def run_recorded(config, splits, run=RunOptions(eval_batch_size=NUM_TRAIN)):
     """run_chain, recording what each generation's train_generation call was given (initial params, the
     targets and images on the first device)."""
     calls = []
-    real = train.train_generation
+    real = loop.train_generation
 
     def recording(state, step_fn, data, *args, **kwargs):
         calls.append({"initial_params": jax.device_get(state.params), "targets": np.array(data.targets[0]),
@@ -53,8 +54,8 @@ def run_recorded(config, splits, run=RunOptions(eval_batch_size=NUM_TRAIN)):
         return real(state, step_fn, data, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "train_generation", recording)
-        chain = refinery.run_chain(config, splits, log=lambda line: None, progress=False, run=run)
+        patch.setattr(loop, "train_generation", recording)
+        chain = list(refinery.run_chain(config, splits, log=lambda line: None, progress=False, run=run))
     return chain, calls
 
 
@@ -62,14 +63,14 @@ def run_recorded(config, splits, run=RunOptions(eval_batch_size=NUM_TRAIN)):
 def step_traces():
     """Counts how often the train step is traced (= compiled) from here on; a fresh compile cache."""
     count = {"traces": 0}
-    real = train.train_step
+    real = step.train_step
 
     def counting(*args, **kwargs):
         count["traces"] += 1
         return real(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "train_step", counting)
+        patch.setattr(step, "train_step", counting)
         yield count
 
 
@@ -124,8 +125,8 @@ def test_soft_labels_are_the_models_softmax_on_unaugmented_training_images(recor
         logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(gen.variables, inputs)
         np.testing.assert_allclose(gen.soft_labels, jax.nn.softmax(logits, -1), atol=2e-5)
         # And through predict_probs with another batch size (a padded last batch).
-        again = train.predict_probs(train.make_predict(model), train.replicate(gen.variables), splits.train_images, splits.mean,
-                                    splits.std, batch_size=24)
+        again = predict_probs(make_predict(model), replicate(gen.variables), splits.train_images, splits.mean,
+                              splits.std, batch_size=24)
         np.testing.assert_allclose(gen.soft_labels, again, atol=2e-5)
 
 
@@ -148,20 +149,56 @@ def test_metrics_follow_from_the_predictions(recorded, splits):
         assert 0.0 < m["label_entropy"] < np.log(CLASSES)
 
 
+def test_the_metric_registry_names_every_number_the_chain_writes(recorded):
+    """results.METRICS (results.md's columns, the report's metrics) is exactly the chain's per-generation numbers;
+    the two accuracies without flip averaging come with --eval_flip only (test_controls)."""
+    chain, _, _ = recorded
+    registry = {key for key, _, _ in results.METRICS} - {"val_accuracy_no_flip", "test_accuracy_no_flip"}
+    for gen in chain:
+        assert {key for key, value in gen.metrics.items() if isinstance(value, float)} == registry
+
+
 def test_label_agreement_measures_the_student_against_its_teachers_labels_not_the_ground_truth():
     """A teacher wrong on half the images, a student that copies it: agreement 1, train accuracy 0.5. Without a
     test split the train-test gap is None, not silently the train-validation gap."""
     labels = np.array([0, 1, 2, 3], np.int32)
-    splits = types.SimpleNamespace(train_labels=labels, val_labels=labels[:2], test_labels=None)
+    splits = types.SimpleNamespace(train_labels=labels, val_labels=labels[:2], test_labels=None, num_classes=CLASSES)
     teacher_says = np.eye(CLASSES, dtype=np.float32)[[0, 1, 3, 2]]  # right, right, wrong, wrong
-    teacher = types.SimpleNamespace(soft_labels=teacher_says, val_probs=np.eye(CLASSES)[[0, 0]], test_probs=None)
+    teacher = types.SimpleNamespace(generation=1, model_name="tiny_cnn", soft_labels=teacher_says,
+                                    val_probs=np.eye(CLASSES)[[0, 0]], test_probs=None)
     student = 0.7 * teacher_says + 0.075  # same argmax as the teacher, softer
-    m = refinery.evaluate_generation(2, Config(), splits, student, np.eye(CLASSES)[[0, 1]], None, [teacher])
+    plan = generation.plan_generation(Config(batch_size=4), 2, [teacher], 1, len(labels))
+    _, taught = generation.training_labels(plan, splits, Config(), [teacher])
+    m = refinery.evaluate_generation(2, splits, student, np.eye(CLASSES)[[0, 1]], None, [teacher], taught)
     assert m["label_agreement"] == 1.0 and m["train_accuracy"] == 0.5
     assert m["train_val_gap"] == pytest.approx(0.5 - 1.0) and m["train_test_gap"] is None
     assert m["ensemble_val_accuracy"] == 0.5 and m["ensemble_test_accuracy"] is None
-    first = refinery.evaluate_generation(1, Config(), splits, teacher_says, np.eye(CLASSES)[[0, 1]], None, [])
+    first_plan = generation.plan_generation(Config(batch_size=4), 1, [], 1, len(labels))
+    _, taught = generation.training_labels(first_plan, splits, Config(), [])
+    first = refinery.evaluate_generation(1, splits, teacher_says, np.eye(CLASSES)[[0, 1]], None, [], taught)
     assert first["label_agreement"] == first["train_accuracy"] == 0.5  # generation 1 trained on ground truth
+
+
+@pytest.mark.parametrize("label_mode, names", [
+    ("precomputed", [("ground truth", "ground truth"), ("generation 1", "precomputed"), ("generation 2", "precomputed")]),
+    ("online", [("ground truth", "ground truth"), ("generation 1", "online"), ("generation 2", "online")]),
+    ("ground_truth", [("ground truth", "ground truth")] * 3),
+])
+def test_generation_plans_name_their_labels_as_results_json_does_and_key_their_compiled_steps(label_mode, names):
+    config = dataclasses.replace(tiny_config(), label_mode=label_mode, refinery_model="small_cnn")
+    plans, chain = [], []
+    for number in range(1, 4):
+        plans.append(generation.plan_generation(config, number, chain, 4, NUM_TRAIN))
+        chain.append(types.SimpleNamespace(generation=number, model_name=plans[-1].model_name))
+    assert [(plan.trained_on, plan.label_mode) for plan in plans] == names  # results.json's text, byte for byte
+    assert [plan.model_name for plan in plans] == ["small_cnn", "tiny_cnn", "tiny_cnn"]
+    online = label_mode == "online"
+    assert [plan.step_options.online_labels for plan in plans] == [False, online, online]
+    assert [plan.refinery_model for plan in plans] == [None, "small_cnn" if online else None,
+                                                       "tiny_cnn" if online else None]
+    # Precomputed labels: generations 2 and 3 share one compiled step; online steps call their own refinery.
+    assert (plans[1].step_key == plans[2].step_key) is not online
+    assert len({plan.step_key for plan in plans}) == (3 if online else 2)
 
 
 def test_every_generation_starts_from_a_fresh_initialisation(recorded):
@@ -203,6 +240,7 @@ def test_each_generation_records_the_code_that_trained_it_across_a_resume(splits
     first, second = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
     run = RunOptions(eval_batch_size=NUM_TRAIN)
     quiet = dict(log=lambda line: None, progress=False, workdir=str(tmp_path), run=run)
-    refinery.run_chain(dataclasses.replace(tiny_config(), generations=1), splits, code=first, **quiet)
-    chain = refinery.run_chain(dataclasses.replace(tiny_config(), generations=2), splits, code=second, **quiet)
+    list(refinery.run_chain(dataclasses.replace(tiny_config(), generations=1), splits, code=first, **quiet))
+    chain = list(refinery.run_chain(dataclasses.replace(tiny_config(), generations=2), splits, code=second, **quiet))
     assert [g.metrics["code"] for g in chain] == [first, second]
+    assert [g.reloaded for g in chain] == [True, False]

@@ -93,6 +93,27 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
     assert (workdir / "labels_summary.npz").exists() and (workdir / "log.txt").exists()
 
 
+def test_results_record_the_code_the_run_started_with(tmp_path, monkeypatch):
+    """The runner takes code_version() once, when it starts: a commit made while it trains is not its code. Here
+    the code "changes" as soon as training begins; the run's results and every row still name the start's."""
+    from lr_jax import loop, results
+
+    at_start, later = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
+    current = [at_start]
+    monkeypatch.setattr(results, "code_version", lambda *args: dict(current[-1]))
+    real = loop.train_generation
+
+    def committing_meanwhile(*args, **kwargs):
+        current.append(later)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_generation", committing_meanwhile)
+    data_dir = write_image_folder(tmp_path / "data", per_class=20)
+    written = runner.run("cifar10", ["--data_dir", str(data_dir), "--workdir", str(tmp_path / "run"), *TINY_RUN])
+    assert len(current) == 3  # both generations trained after the change
+    assert written["code"] == at_start and [row["code"] for row in written["generations"]] == [at_start] * 2
+
+
 def test_runner_rejects_a_batch_that_does_not_divide_by_the_devices(tmp_path, capsys):
     import jax
 

@@ -9,8 +9,9 @@ import chex
 import numpy as np
 import pytest
 
-from lr_jax import checkpoints, losses, refinery, train
+from lr_jax import checkpoints, losses, refinery
 from lr_jax.config import Config, RunOptions, build_config
+from lr_jax.devices import make_predict, predict_probs, replicate
 from lr_jax.models import get_model
 from test_chain import CLASSES, run_recorded, synthetic_splits, tiny_config
 
@@ -63,11 +64,11 @@ def test_eval_flip_averages_held_out_predictions_over_mirrors_but_not_the_labels
     flipped, _ = run_recorded(dataclasses.replace(config, eval_flip=True), splits, RUN)
     chex.assert_trees_all_close(flipped[0].variables, plain[0].variables)
     np.testing.assert_array_equal(flipped[0].soft_labels, plain[0].soft_labels)
-    predict = train.make_predict(get_model("tiny_cnn", CLASSES))
-    variables = train.replicate(plain[0].variables)
+    predict = make_predict(get_model("tiny_cnn", CLASSES))
+    variables = replicate(plain[0].variables)
     for images, probs in ((splits.val_images, flipped[0].val_probs), (splits.test_images, flipped[0].test_probs)):
-        mirrored = train.predict_probs(predict, variables, images[:, :, ::-1], splits.mean, splits.std, 64)
-        straight = train.predict_probs(predict, variables, images, splits.mean, splits.std, 64)
+        mirrored = predict_probs(predict, variables, images[:, :, ::-1], splits.mean, splits.std, 64)
+        straight = predict_probs(predict, variables, images, splits.mean, splits.std, 64)
         chex.assert_trees_all_close(probs, (straight + mirrored) / 2, atol=1e-6)
     assert not np.allclose(flipped[0].val_probs, plain[0].val_probs)
     for split in ("val", "test"):  # the accuracy without the averaging is recorded beside it

@@ -36,7 +36,7 @@ def saved_run(tmp_path_factory):
 
 
 def expected_probs(model, variables, images):
-    """softmax(model(normalised images)), computed here without lr_jax.train."""
+    """softmax(model(normalised images)), computed here without lr_jax.devices."""
     inputs = (images.astype(np.float32) / 255.0 - MEAN) / STD
     return np.asarray(jax.nn.softmax(model.apply(variables, inputs, train=False), axis=-1))
 

@@ -7,8 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from lr_jax import models, train
+from lr_jax import loop, models, step
 from lr_jax.config import Config
+from lr_jax.devices import device_data, replicate
 
 CLASSES, SIZE, NUM_TRAIN, GLOBAL_BATCH, STEPS = 4, 8, 48, 16, 3
 
@@ -22,10 +23,10 @@ def setup():
     rng = np.random.default_rng(0)
     model = models.get_model("tiny_cnn", CLASSES)
     config = Config(model="tiny_cnn", epochs=1, batch_size=GLOBAL_BATCH, learning_rate=0.2, warmup_epochs=0.0)
-    tx = train.make_optimizer(config, steps_per_epoch=STEPS)
-    state = train.create_train_state(jax.random.PRNGKey(0), model, (SIZE, SIZE, 3), tx)
+    tx = step.make_optimizer(config, steps_per_epoch=STEPS)
+    state = step.create_train_state(jax.random.PRNGKey(0), model, (SIZE, SIZE, 3), tx)
     logits = rng.normal(size=(NUM_TRAIN, CLASSES)) * 2
-    data = train.DeviceData(
+    data = step.DeviceData(
         images=rng.integers(0, 256, (NUM_TRAIN, SIZE, SIZE, 3), dtype=np.uint8),
         labels=rng.integers(0, CLASSES, NUM_TRAIN).astype(np.int32),
         targets=(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32),  # soft labels
@@ -40,10 +41,10 @@ def run_steps(setup, num_devices):
     """STEPS train steps on the first `num_devices` devices; returns per-device states and metrics."""
     model, state, data, order = setup
     devices = jax.local_devices()[:num_devices]
-    options = train.StepOptions(global_batch=GLOBAL_BATCH, num_devices=num_devices, steps_per_epoch=STEPS,
+    options = step.StepOptions(global_batch=GLOBAL_BATCH, num_devices=num_devices, steps_per_epoch=STEPS,
                                 crop_padding=2)
-    step_fn = train.make_train_step(model, None, options)
-    rep = lambda tree: train.replicate(tree, devices=devices)
+    step_fn = step.make_train_step(model, None, options)
+    rep = lambda tree: replicate(tree, devices=devices)
     rep_state, rep_data, rep_order, rep_key = rep(state), rep(data), rep(order), rep(jax.random.PRNGKey(7))
     history = []
     for _ in range(STEPS):  # the step number lives in the state: nothing else changes between calls
@@ -60,7 +61,7 @@ def test_four_devices_match_one_device_on_the_same_global_batch(setup):
     # Every device holds the same parameters and statistics after the pmean'd updates.
     for d in range(1, 4):
         chex.assert_trees_all_equal(
-            jax.tree_util.tree_map(lambda x: x[d], train.variables_of(four)), first(train.variables_of(four))
+            jax.tree_util.tree_map(lambda x: x[d], step.variables_of(four)), first(step.variables_of(four))
         )
     chex.assert_trees_all_close(first(four.params), first(one.params), rtol=1e-4, atol=1e-5)
     chex.assert_trees_all_close(first(four.batch_stats), first(one.batch_stats), rtol=1e-4, atol=1e-5)
@@ -76,22 +77,22 @@ def test_four_devices_match_one_device_on_the_same_global_batch(setup):
 
 
 def test_batch_that_does_not_divide_by_the_devices_is_an_error():
-    train.check_batch_divides(GLOBAL_BATCH, 4)  # divides: no error
+    step.check_batch_divides(GLOBAL_BATCH, 4)  # divides: no error
     with pytest.raises(ValueError, match=r"--batch_size=18 does not divide by the 4 devices"):
-        train.check_batch_divides(18, 4)
+        step.check_batch_divides(18, 4)
     with pytest.raises(ValueError, match=r"--batch_size=18 .*multiple of 4"):
-        train.step_options(Config(model="tiny_cnn", epochs=1, batch_size=18), 4, NUM_TRAIN, refined=False)
+        step.step_options(Config(model="tiny_cnn", epochs=1, batch_size=18), 4, NUM_TRAIN, refined=False)
     with pytest.raises(ValueError, match=r"--batch_size=64 is larger than the 48 training images"):
-        train.step_options(Config(model="tiny_cnn", epochs=1, batch_size=64), 4, NUM_TRAIN, refined=False)
+        step.step_options(Config(model="tiny_cnn", epochs=1, batch_size=64), 4, NUM_TRAIN, refined=False)
 
 
 def train_two_epochs(setup, checkpoint_every=0, log=None, checkpoint_dir=None):
     model, state, data, _ = setup
     config = Config(model="tiny_cnn", epochs=2, batch_size=GLOBAL_BATCH, crop_padding=1, flip=False)
-    options = train.step_options(config, 4, NUM_TRAIN, refined=False)
-    plan = train.LoopPlan(config.epochs, options.steps_per_epoch, GLOBAL_BATCH, checkpoint_every)
-    replicated = train.device_data(data.images, data.labels, data.targets, data.mean, data.std)
-    return train.train_generation(state, train.make_train_step(model, None, options), replicated,
+    options = step.step_options(config, 4, NUM_TRAIN, refined=False)
+    plan = loop.LoopPlan(config.epochs, options.steps_per_epoch, GLOBAL_BATCH, checkpoint_every)
+    replicated = device_data(data.images, data.labels, data.targets, data.mean, data.std)
+    return loop.train_generation(state, step.make_train_step(model, None, options), replicated,
                                   jax.random.PRNGKey(1), plan, log=log or (lambda line: None), progress_bar=False,
                                   checkpoint_dir=checkpoint_dir)
 
@@ -99,7 +100,7 @@ def train_two_epochs(setup, checkpoint_every=0, log=None, checkpoint_dir=None):
 def test_train_generation_compiles_the_step_once(setup, monkeypatch):
     """Two epochs of several steps each trace the step function exactly once (no per-step retracing)."""
     _, state, _, _ = setup
-    monkeypatch.setattr(train, "train_step", chex.assert_max_traces(train.train_step, n=1))
+    monkeypatch.setattr(step, "train_step", chex.assert_max_traces(step.train_step, n=1))
     lines = []
     final, stats = train_two_epochs(setup, log=lines.append)
     assert int(final.step) == 2 * (NUM_TRAIN // GLOBAL_BATCH)
@@ -116,7 +117,7 @@ def test_sync_points_change_no_result(setup, tmp_path):
     the per-epoch images/s counts only the timed training steps."""
     once, stats = train_two_epochs(setup)
     every, every_stats = train_two_epochs(setup, checkpoint_every=1, checkpoint_dir=str(tmp_path / "ckpt"))
-    chex.assert_trees_all_equal(train.variables_of(every), train.variables_of(once))
+    chex.assert_trees_all_equal(step.variables_of(every), step.variables_of(once))
     assert [h["loss"] for h in every_stats["epochs"]] == [h["loss"] for h in stats["epochs"]]
     assert every_stats["overhead_seconds"]["checkpoint"] > 0
     for history in (stats["epochs"], every_stats["epochs"]):
@@ -126,19 +127,19 @@ def test_sync_points_change_no_result(setup, tmp_path):
 
 
 def test_loop_plan_syncs_at_epoch_ends_and_checkpoint_multiples():
-    plan = train.LoopPlan(epochs=2, steps_per_epoch=5, global_batch=8, checkpoint_every=3)
+    plan = loop.LoopPlan(epochs=2, steps_per_epoch=5, global_batch=8, checkpoint_every=3)
     syncs, step = [], 0
     while step < plan.total_steps:
         step = plan.next_sync(step)
         syncs.append(step)
     assert syncs == [3, 5, 6, 9, 10]
-    assert train.LoopPlan(2, 5, 8).next_sync(0) == 5 and train.LoopPlan(2, 5, 8).next_sync(5) == 10
+    assert loop.LoopPlan(2, 5, 8).next_sync(0) == 5 and loop.LoopPlan(2, 5, 8).next_sync(5) == 10
 
 
 @pytest.mark.parametrize("warmup_epochs", [0.0, 2.0])
 def test_piecewise_schedule_drops_at_half_and_three_quarters_of_training(warmup_epochs):
     config = Config(epochs=8, learning_rate=0.1, schedule="piecewise", warmup_epochs=warmup_epochs)
-    schedule = train.learning_rate_schedule(config, steps_per_epoch=10)  # 80 steps: drops at 40 and 60
+    schedule = step.learning_rate_schedule(config, steps_per_epoch=10)  # 80 steps: drops at 40 and 60
     assert float(schedule(39)) == pytest.approx(0.1)
     assert float(schedule(40)) == pytest.approx(0.01)
     assert float(schedule(59)) == pytest.approx(0.01)
@@ -151,11 +152,38 @@ def test_piecewise_schedule_drops_at_half_and_three_quarters_of_training(warmup_
 def test_the_step_loop_refuses_host_to_device_copies():
     """Per step only the call crosses from the host: an argument still on the host is an error, not a copy."""
     add_one = jax.pmap(lambda x: x + 1)
-    on_devices = train.replicate(np.zeros(2, np.float32), devices=jax.local_devices()[:1])
+    on_devices = replicate(np.zeros(2, np.float32), devices=jax.local_devices()[:1])
     bar = types.SimpleNamespace(update=lambda n: None)
-    args, never = [on_devices], lambda: False
-    _, stopped = train.run_steps(lambda x: (add_one(x), {"loss": x}), args, 2, bar, never)
-    np.testing.assert_array_equal(np.asarray(args[0]), [[2.0, 2.0]])
-    assert not stopped
+    never = lambda: False
+    args = loop.StepArgs(on_devices, None, None, None, None)
+    args, fetched, stopped = loop.run_steps(lambda state, *rest: (add_one(state), {"loss": state}), args, 2, bar,
+                                            never)
+    np.testing.assert_array_equal(np.asarray(args.state), [[2.0, 2.0]])
+    assert [np.asarray(m["loss"]).tolist() for m in fetched] == [[[0.0, 0.0]], [[1.0, 1.0]]] and not stopped
+    on_host = loop.StepArgs(np.zeros((1, 2), np.float32), None, None, None, None)
     with pytest.raises(Exception, match="host-to-device"):
-        train.run_steps(lambda x: (add_one(np.asarray(x)), {}), [np.zeros((1, 2), np.float32)], 1, bar, never)
+        loop.run_steps(lambda state, *rest: (add_one(np.asarray(state)), {}), on_host, 1, bar, never)
+
+
+def test_a_stop_request_ends_the_steps_before_the_next_one():
+    add_one = jax.pmap(lambda x: x + 1)
+    args = loop.StepArgs(replicate(np.zeros(1, np.float32), devices=jax.local_devices()[:1]), None, None, None, None)
+    asked = []
+    stop_before_third = lambda: asked.append(1) or len(asked) == 3
+    args, fetched, stopped = loop.run_steps(lambda state, *rest: (add_one(state), {}), args, 5,
+                                            types.SimpleNamespace(update=lambda n: None), stop_before_third)
+    assert stopped and len(fetched) == 2 and np.asarray(args.state).tolist() == [[2.0]]
+
+
+def test_checkpoint_records_written_before_the_split_still_resume():
+    """A training checkpoint's record as the loop wrote it when Progress held the times too: both halves read."""
+    old = {"steps_per_epoch": 3, "step": 4, "history": [{"epoch": 1, "loss": 1.5, "accuracy": 0.25, "seconds": 2.0,
+                                                          "images_per_second": 24.0}],
+           "epoch_loss_sum": 1.25, "epoch_accuracy_sum": 0.5, "epoch_seconds": 0.5, "epoch_images": 16,
+           "train_seconds": 2.5, "overhead_seconds": {"compile": 3.0, "sync": 0.25, "checkpoint": 0.125}}
+    progress, chrono = loop.Progress.from_record(old), loop.Chrono()
+    chrono.load(old)
+    assert (progress.step, progress.history, progress.epoch_loss_sum) == (4, old["history"], 1.25)
+    assert (chrono.train_seconds, chrono.epoch_images, chrono.overhead_seconds) == (2.5, 16, old["overhead_seconds"])
+    assert loop.checkpoint_record(progress, chrono) == old  # and it is what the loop writes now, key for key
+    assert list(loop.checkpoint_record(progress, chrono)) == list(old)

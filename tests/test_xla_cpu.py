@@ -47,20 +47,21 @@ def test_too_late_once_the_backend_has_started():
 ONE_STEP = """
 import json, sys
 import jax, numpy as np
-from lr_jax import train, xla_cpu
+from lr_jax import step, xla_cpu
 from lr_jax.config import Config
+from lr_jax.devices import device_data, replicate, unreplicate
 from lr_jax.models import get_model
 model = get_model("resnet8", 10)
 config = Config(model="resnet8", batch_size=16, epochs=1, crop_padding=2)
-options = train.step_options(config, 1, 32, refined=False)
-state = train.create_train_state(jax.random.PRNGKey(0), model, (16, 16, 3), train.make_optimizer(config, 2))
+options = step.step_options(config, 1, 32, refined=False)
+state = step.create_train_state(jax.random.PRNGKey(0), model, (16, 16, 3), step.make_optimizer(config, 2))
 rng = np.random.default_rng(0)
-data = train.device_data(rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8), rng.integers(0, 10, 32),
-                         np.full((32, 10), 0.1, np.float32), np.full(3, 0.5), np.full(3, 0.25))
-state, metrics = train.make_train_step(model, None, options)(
-    train.replicate(state), data, train.replicate(np.arange(32, dtype=np.int32)), train.replicate(jax.random.PRNGKey(1)),
+data = device_data(rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8), rng.integers(0, 10, 32),
+                   np.full((32, 10), 0.1, np.float32), np.full(3, 0.5), np.full(3, 0.25))
+state, metrics = step.make_train_step(model, None, options)(
+    replicate(state), data, replicate(np.arange(32, dtype=np.int32)), replicate(jax.random.PRNGKey(1)),
     None)
-leaves = [np.asarray(x).ravel().tolist() for x in jax.tree_util.tree_leaves(train.unreplicate(state).params)]
+leaves = [np.asarray(x).ravel().tolist() for x in jax.tree_util.tree_leaves(unreplicate(state).params)]
 print(json.dumps({"path": xla_cpu.path(), "loss": float(metrics["loss"][0]), "params": leaves}))
 """
 

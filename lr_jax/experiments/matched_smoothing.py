@@ -18,8 +18,9 @@ import sys
 import jax
 import numpy as np
 
-from lr_jax import augment, checkpoints, losses, train
+from lr_jax import augment, checkpoints, losses
 from lr_jax.data import load_dataset, make_splits
+from lr_jax.devices import make_predict, predict_probs, replicate
 from lr_jax.models import get_model
 
 
@@ -32,7 +33,7 @@ def crop_label_entropy(predict_fn, variables, splits, config: dict, count: int, 
     crop = jax.jit(lambda pixels, keys: augment.random_crop_flip(pixels, keys, config["crop_padding"], config["flip"]))
     crops = np.concatenate([np.asarray(crop(splits.train_images[chosen[i:i + batch_size]], keys[i:i + batch_size]))
                             for i in range(0, count, batch_size)])
-    probs = train.predict_probs(predict_fn, variables, crops, splits.mean, splits.std, batch_size)
+    probs = predict_probs(predict_fn, variables, crops, splits.mean, splits.std, batch_size)
     return float(np.mean(np.asarray(losses.label_entropy(probs))))
 
 
@@ -50,8 +51,8 @@ def matched_smoothing(run_dir: str, generation: int = 1, crops: int = 10000, bat
                         cache_dir=run.get("cache_dir"), tfds_data_dir=run.get("tfds_data_dir"))
     splits = make_splits(data, config["val_size"], config["train_size"], config["seed"])
     checkpoints.check_same_data(run_dir, splits)
-    predict_fn = train.make_predict(get_model(info["model_name"], splits.num_classes))
-    variables = train.replicate(arrays["variables"])
+    predict_fn = make_predict(get_model(info["model_name"], splits.num_classes))
+    variables = replicate(arrays["variables"])
     clean = float(np.mean(np.asarray(losses.label_entropy(arrays["soft_labels"]))))
     on_crops = crop_label_entropy(predict_fn, variables, splits, config, crops, batch_size, config["seed"])
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -10,7 +11,7 @@ import time
 from typing import Optional, Sequence
 
 from lr_jax import config as config_lib
-from lr_jax import checkpoints, distributed, interrupt, refinery, results, train, xla_cpu
+from lr_jax import checkpoints, distributed, interrupt, loop, refinery, results, step, xla_cpu
 from lr_jax.data import DataError, class_counts, load_dataset, make_splits
 
 WRITE_ERROR_STATUS = 74  # sysexits.h EX_IOERR: a checkpoint or result file could not be written
@@ -163,7 +164,7 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
         distributed.initialize(options.coordinator_address, options.num_processes, options.process_id)
         import jax
 
-        train.check_batch_divides(config.batch_size, jax.device_count())
+        step.check_batch_divides(config.batch_size, jax.device_count())
     except ValueError as error:
         parser.error(str(error))
     with interrupt.stop_on_signals(), checkpoints.workdir_lock(options.workdir):
@@ -191,41 +192,65 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
     log(f"devices: {jax.device_count()} x {jax.devices()[0].platform} in {jax.process_count()} process(es); "
         f"config: {dataclasses.asdict(config)}; run options: {dataclasses.asdict(options)}")
     dataset_info = _dataset_info(data, splits, description)
-
-    trained_now = []  # metrics of the generations this invocation trained (not reloaded)
-
-    def save(result, chain):
-        if result is not None:
-            trained_now.append(result.metrics)
-        if not main_process:
-            return
-        results.write_label_summary(options.workdir, splits, chain)
-        rows = [g.metrics for g in chain]
-        complete = len(chain) == config.generations
-        session = time.perf_counter() - start
-        payload = results.results_payload(config, options, dataset_info, rows, complete,
-                                          earlier_wall_seconds + session, session_wall_seconds=session,
-                                          timing=results.timing_summary(trained_now, data_seconds, session),
-                                          code=code)
-        results.write_results(options.workdir, payload)
-
+    recorder = Recorder(config, options, splits, dataset_info, code, start, data_seconds, earlier_wall_seconds,
+                        main_process)
     try:
-        chain = refinery.run_chain(config, splits, log=log, progress=progress and main_process, on_generation=save,
-                                   workdir=options.workdir, run=options, code=code)
+        with contextlib.closing(refinery.run_chain(config, splits, log=log, progress=progress and main_process,
+                                                   workdir=options.workdir, run=options, code=code)) as generations:
+            for result in generations:
+                recorder.add(result)
     except interrupt.Interrupted as stop:
-        if stop.finished:
-            save(None, stop.finished)  # this invocation's time too, for the resumed run's wall time
+        if recorder.chain:
+            recorder.write()  # this invocation's time too, for the resumed run's wall time
         log(str(stop), echo=False)  # main() prints it
         raise
-    except (train.NonFiniteLossError, checkpoints.CheckpointError, results.WriteError) as error:
+    except (loop.NonFiniteLossError, checkpoints.CheckpointError, results.WriteError) as error:
         log(f"error: {error}", echo=False)  # main() prints it
         raise
-    save(None, chain)  # also when every generation was reloaded
-    rows = [g.metrics for g in chain]
+    recorder.write()  # also when every generation was reloaded
+    rows = [g.metrics for g in recorder.chain]
     log("\n" + results.markdown_table(rows))
     log(f"wall time {time.perf_counter() - start:.1f} s (this invocation); results in {os.path.join(options.workdir, 'results.json')}")
     distributed.barrier("results_written")
     return results.load_results(options.workdir)
+
+
+@dataclasses.dataclass
+class Recorder:
+    """Writes a run's results (results.json, results.md, labels_summary.npz) as the chain's generations arrive:
+    after each generation trained by this invocation, and when asked (at the end, or when the run stops early)."""
+
+    config: config_lib.Config
+    options: config_lib.RunOptions
+    splits: object
+    dataset_info: dict
+    code: dict  # results.code_version() when the invocation started
+    start: float  # time.perf_counter() when the invocation started
+    data_seconds: float
+    earlier_wall_seconds: float  # the wall time of the invocations this one resumes
+    main_process: bool  # only the main process writes
+    chain: list = dataclasses.field(default_factory=list)  # every generation so far, reloaded ones too
+    trained_now: list = dataclasses.field(default_factory=list)  # metrics of those this invocation trained
+
+    def add(self, result) -> None:
+        """Takes the chain's next generation; one trained by this invocation is written at once."""
+        self.chain.append(result)
+        if not result.reloaded:
+            self.trained_now.append(result.metrics)
+            self.write()
+
+    def write(self) -> None:
+        if not self.main_process:
+            return
+        results.write_label_summary(self.options.workdir, self.splits, self.chain)
+        rows = [g.metrics for g in self.chain]
+        complete = len(self.chain) == self.config.generations
+        session = time.perf_counter() - self.start
+        payload = results.results_payload(self.config, self.options, self.dataset_info, rows, complete,
+                                          self.earlier_wall_seconds + session, session_wall_seconds=session,
+                                          timing=results.timing_summary(self.trained_now, self.data_seconds, session),
+                                          code=self.code)
+        results.write_results(self.options.workdir, payload)
 
 
 def main(dataset: str, argv: Optional[Sequence[str]] = None) -> None:
@@ -249,6 +274,6 @@ def main(dataset: str, argv: Optional[Sequence[str]] = None) -> None:
     except (DataError, FileNotFoundError, checkpoints.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except train.NonFiniteLossError as error:
+    except loop.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(3)
