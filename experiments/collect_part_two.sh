@@ -17,7 +17,7 @@ copied=()
 for run in "$root"/stronger/online_seed*/; do
   run=${run%/}
   [ -f "$run/results.json" ] || continue
-  python -m lr_jax.results "$run" "$dest/$(basename "$run")" > /dev/null
+  python -m lr_jax.portable "$run" "$dest/$(basename "$run")" > /dev/null
   copied+=("$dest/$(basename "$run")")
 done
 [ ${#copied[@]} -gt 0 ] || { echo "collect_part_two.sh: no run with results.json under $root/stronger" >&2; exit 2; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copies the result files of every run under RUNS_DIR (results.json, results.md, labels_summary.npz, log.txt;
-# never checkpoints) into DEST_DIR/<run>/ with `python -m lr_jax.results`, which replaces the machine's absolute
+# never checkpoints) into DEST_DIR/<run>/ with `python -m lr_jax.portable`, which replaces the machine's absolute
 # paths by placeholders (<data_dir>, <workdir>, <cache_dir>, ...), then writes the report over the copies into
 # DEST_DIR/report/.
 # Usage: bash experiments/collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]
@@ -17,7 +17,7 @@ for run in "$runs/${first}"_*/ "$runs"/!(${first}_*)/; do  # FIRST runs first: t
   run=${run%/}
   [ -f "$run/results.json" ] || continue
   name=$(basename "$run")
-  python -m lr_jax.results "$run" "$dest/$name" > /dev/null
+  python -m lr_jax.portable "$run" "$dest/$name" > /dev/null
   copied+=("$dest/$name")
 done
 [ ${#copied[@]} -gt 0 ] || { echo "collect_results.sh: no run with results.json under $runs" >&2; exit 2; }

@@ -137,3 +137,15 @@ def random_resized_crop(pixels: jax.Array, keys: jax.Array, scale: tuple = (0.08
     the first that fits kept, else the central fallback), resized back to (H, W) bilinearly, then mirrored with
     probability 1/2 if `flip`. jit- and vmap-friendly; the same key gives the same image."""
     return random_resized_crop_with_areas(pixels, keys, scale, ratio, flip)[0]
+
+
+def training_augmentation(pixels: jax.Array, keys: jax.Array, crop: str = "pad", padding: int = 4,
+                          scale: tuple = (0.08, 1.0), ratio: tuple = (3 / 4, 4 / 3), flip: bool = True) -> jax.Array:
+    """The training crops of `--crop`: "pad" (`random_crop_flip` with `padding`) or "random_resized"
+    (`random_resized_crop` with `scale` and `ratio`), each mirrored with probability 1/2 if `flip`. The train step
+    and every tool that reproduces its crops (matched smoothing) call this one function."""
+    if crop == "random_resized":
+        return random_resized_crop(pixels, keys, scale, ratio, flip)
+    if crop != "pad":
+        raise ValueError(f"unknown crop {crop!r}: pad or random_resized")
+    return random_crop_flip(pixels, keys, padding, flip)

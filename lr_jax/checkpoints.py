@@ -1,9 +1,8 @@
-"""Checkpoints on disk (orbax): mid-generation training state, finished generations; the workdir's recorded config
-and its lock (one run at a time).
+"""Checkpoints on disk (orbax): mid-generation training state and finished generations, each step with a file
+manifest checked before it is read; damaged ones are set aside and the previous good one is used. The rest of the
+workdir (its lock, config.json, results) is workdir.py's.
 
-Layout of a workdir:
-  run.lock                                  locked by the run that uses the workdir (host, pid, start, command)
-  config.json                               the configuration (and a data fingerprint) the workdir was made with
+Layout of a workdir's checkpoints:
   checkpoints/training/generation_K/<step>/ full training state of generation K (the newest few steps)
   checkpoints/finished/<K>/                 generation K's variables, soft labels, val/test probs and metrics
   checkpoints/damaged/                      checkpoints found unreadable, set aside (never deleted)
@@ -11,42 +10,24 @@ Layout of a workdir:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import re
-import socket
-import sys
-import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from lr_jax import distributed, results
+from lr_jax import distributed, files
 
-CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
 KEEP_TRAINING_CHECKPOINTS = 2  # the newest and one to fall back to if the newest is damaged
-# May differ between invocations of one run: the number of generations (a longer chain continues a shorter one).
-# Run options (config.RunOptions: folders, cadence, hosts) are not recorded; older records that hold them are read
-# without them. Every other Config value must match to resume.
-GROWABLE = ("generations",)
-# What a run writes into its workdir: removed by --overwrite (nothing else in the folder is touched).
-RUN_FILES = (CONFIG_FILE, "results.json", "results.md", "labels_summary.npz", "log.txt")
-# Held (flock) by the run writing into a workdir; names its host and pid for a second run that finds it held.
-LOCK_FILE = "run.lock"
 # Written into each finished step's folder: every file's size and SHA-256, checked before orbax reads it.
 MANIFEST = "lr_jax_files.json"
 
 
 class CheckpointError(RuntimeError):
-    """A workdir or checkpoint that cannot be used; the message names the folder and what to do."""
-
-
-class WorkdirInUse(CheckpointError):
-    """Another run holds the workdir's lock; the message names its host and process id."""
+    """A checkpoint or run folder that cannot be used; the message names the folder and what to do."""
 
 
 def training_dir(workdir: str, generation: int) -> str:
@@ -155,7 +136,7 @@ class _HeldRecords(logging.Filter):
 
 
 def _orbax_save(manager, step: int, args) -> None:
-    """manager.save(step, args) to the end; a failed write (disk full, ...) raises results.WriteError naming the
+    """manager.save(step, args) to the end; a failed write (disk full, ...) raises files.WriteError naming the
     step's folder and the newest step kept, after removing what it left (the same happens when a manager next
     opens the folder) and without orbax's per-thread tracebacks; any other error is raised as it is."""
     absl_logger = logging.getLogger("absl")
@@ -166,12 +147,12 @@ def _orbax_save(manager, step: int, args) -> None:
         manager.save(step, args=args, force=True)
         manager.wait_until_finished()
     except Exception as error:
-        reason = results.write_failure(error)
+        reason = files.write_failure(error)
         if reason is None:
             held.release()
             raise
-        raise results.WriteError(f"cannot write the checkpoint {_step_dir(manager, step)}: {reason}; "
-                                 f"{_kept(manager, step)}") from None
+        raise files.WriteError(f"cannot write the checkpoint {_step_dir(manager, step)}: {reason}; "
+                               f"{_kept(manager, step)}") from None
     finally:
         absl_logger.removeFilter(held)
     held.release()
@@ -202,7 +183,7 @@ def _save(manager, step: int, arrays: dict, record: dict) -> None:
                                                   record=ocp.args.JsonSave(record)))
     if distributed.is_main_process():
         step_dir = _step_dir(manager, step)
-        results.write_json_atomic(os.path.join(step_dir, MANIFEST), _file_manifest(step_dir))
+        files.write_json_atomic(os.path.join(step_dir, MANIFEST), _file_manifest(step_dir))
 
 
 def _restore(manager, step: int) -> tuple[dict, dict]:
@@ -332,198 +313,3 @@ def load_generation(workdir: str, generation: Optional[int] = None) -> tuple[dic
             ) from None
     finally:
         manager.close()
-
-
-def _data_fingerprint(splits) -> dict:
-    """Sizes, shapes, class names and a hash of the train/validation pixels and labels."""
-    digest = hashlib.sha256()
-    for array in (splits.train_images, splits.train_labels, splits.val_images, splits.val_labels):
-        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
-    return {
-        "num_train": int(len(splits.train_labels)),
-        "num_val": int(len(splits.val_labels)),
-        "num_test": None if splits.test_labels is None else int(len(splits.test_labels)),
-        "image_shape": list(splits.train_images.shape[1:]),
-        "class_names": list(splits.class_names),
-        "sha256": digest.hexdigest(),
-    }
-
-
-def run_record(config_dict: dict, splits) -> dict:
-    """What config.json holds: the configuration, under 'data' a fingerprint of the data it ran on, and for the
-    CIFAR ResNets 'resnet_shortcuts' (they had 1x1 projections before, now He et al.'s option A, so a workdir
-    saved by the older code is refused instead of failing to restore)."""
-    resnets = [config_dict.get(key) for key in ("model", "refinery_model")]
-    option_a = {"resnet_shortcuts": "A"} if any(re.fullmatch(r"resnet\d+", str(m)) for m in resnets) else {}
-    return json.loads(json.dumps({**config_dict, **option_a, "data": _data_fingerprint(splits)}))
-
-
-def _recorded(workdir: str) -> Optional[dict]:
-    """The record a workdir was made with: config.json, else (a run from before checkpoints) results.json's."""
-    for name, key in ((CONFIG_FILE, None), ("results.json", "config")):
-        path = os.path.join(workdir, name)
-        if os.path.exists(path):
-            try:
-                with open(path) as f:
-                    payload = json.load(f)
-            except (OSError, json.JSONDecodeError) as error:
-                raise CheckpointError(f"{path}: unreadable ({error}); rerun with --overwrite to start over") from None
-            return payload if key is None else payload.get(key)
-    return None
-
-
-def check_same_data(workdir: str, splits) -> None:
-    """Raises CheckpointError unless the run in `workdir` trained on the same train/validation data as `splits`
-    (a refinery's labels are per training image, so they only transfer to the very same split)."""
-    recorded = _recorded(workdir)
-    if recorded is None:
-        raise CheckpointError(f"{workdir}: no {CONFIG_FILE} or results.json; is this a run's --workdir?")
-    theirs, ours = recorded.get("data"), _data_fingerprint(splits)
-    if theirs is None:
-        raise CheckpointError(f"{workdir}: {CONFIG_FILE} has no data fingerprint; cannot check it used this data")
-    if theirs != ours:
-        differing = sorted(k for k in ours if theirs.get(k) != ours.get(k))
-        raise CheckpointError(
-            f"{workdir}: that run's data differ from this run's ({', '.join(differing)}: it had "
-            f"{_show(theirs)}, now {_show(ours)}); use the same --data_dir, --val_size, --train_size and --seed"
-        )
-
-
-def differing_keys(recorded: dict, record: dict) -> list[str]:
-    """Config keys (but GROWABLE ones) whose values differ; 'data' only where both record it."""
-    from lr_jax.config import RUN_OPTION_FIELDS
-
-    keys = (set(recorded) | set(record)) - set(RUN_OPTION_FIELDS) - set(GROWABLE)
-    if "data" not in recorded or "data" not in record:
-        keys.discard("data")
-    return sorted(k for k in keys if recorded.get(k) != record.get(k))
-
-
-def _show(value) -> str:
-    if isinstance(value, dict):  # the data fingerprint: name what differs inside it
-        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items() if k != "sha256") + "}"
-    return json.dumps(value)
-
-
-def prepare_workdir(workdir: str, record: dict, overwrite: bool, log: Callable[[str], None]) -> bool:
-    """Checks that `workdir` was made with the same configuration (else raises CheckpointError naming the
-    differing keys), or with `overwrite` removes what an earlier run wrote there; then records `record`.
-
-    Returns True if the workdir holds an earlier run to resume. Process 0 writes; all processes wait for it."""
-    recorded = _recorded(workdir)
-    existing = [name for name in (*RUN_FILES, CHECKPOINTS) if os.path.exists(os.path.join(workdir, name))]
-    if recorded is not None and not overwrite:
-        differing = differing_keys(recorded, record)
-        if differing:
-            details = "; ".join(
-                f"{k}: workdir has {_show(recorded.get(k))}, now {_show(record.get(k))}" for k in differing
-            )
-            raise CheckpointError(
-                f"--workdir {workdir} was made with a different configuration ({', '.join(differing)} differ: "
-                f"{details}). Use the same settings to resume it, another --workdir, or --overwrite to discard it"
-            )
-    resuming = bool(existing) and not overwrite
-    if distributed.is_main_process():
-        if overwrite and existing:
-            import shutil
-
-            for name in existing:
-                path = os.path.join(workdir, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-            log(f"--overwrite: removed {', '.join(existing)} from {workdir}")
-        os.makedirs(workdir, exist_ok=True)
-        results.write_json_atomic(os.path.join(workdir, CONFIG_FILE), record)
-    distributed.barrier("prepare_workdir")
-    return resuming
-
-
-def _lock_holder(fd: int) -> str:
-    """The holder a lock file records ('process 123 on host h (since ..., command ...)'), as well as it can."""
-    try:
-        holder = json.loads(os.pread(fd, 1 << 16, 0).decode() or "null")
-        return (f"process {holder['pid']} on host {holder['host']} (since {holder['started']}; command: "
-                f"{holder['command']})")
-    except (OSError, ValueError, TypeError, KeyError):
-        return "a process that has not recorded its host and pid yet"
-
-
-def _acquire(path: str) -> int:
-    """An open descriptor of `path` holding its exclusive flock (the kernel drops it when the process ends, also
-    on SIGKILL), with this process's host and pid written into it; WorkdirInUse if another process holds it."""
-    import fcntl
-
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _lock_holder(fd)
-            os.close(fd)
-            raise WorkdirInUse(
-                f"--workdir {os.path.dirname(path)} is in use by another run: {holder}. Wait for it to end or stop "
-                f"it, or use another --workdir (lock file {path})"
-            ) from None
-        opened = os.fstat(fd)
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
-            break
-        os.close(fd)  # its holder removed the file after we opened it: lock the file now at `path`
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
-    except OSError:  # e.g. a full disk: the lock holds all the same; a second run cannot name this one
-        pass
-    return fd
-
-
-def _created_folders(workdir: str) -> list[str]:
-    """The folders os.makedirs(workdir) would create, deepest first."""
-    created, folder = [], os.path.abspath(workdir)
-    while not os.path.exists(folder):
-        created.append(folder)
-        folder = os.path.dirname(folder)
-    return created
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: str):
-    """Within: this run alone uses `workdir` (created if needed). Process 0 takes an OS lock on workdir/run.lock
-    that no other run, with or without --overwrite, can take while this one lives and that ends with the process
-    (a crash or SIGKILL leaves no stale lock); every process learns whether it got it. A second run meets
-    WorkdirInUse naming this one's host and pid. On the way out the lock file is removed, and so is the workdir
-    if this run created it and wrote nothing else into it (e.g. its data were refused)."""
-    import jax
-
-    created, fd, refused = _created_folders(workdir), None, None
-    path = os.path.join(workdir, LOCK_FILE)
-    if distributed.is_main_process():
-        try:
-            os.makedirs(workdir, exist_ok=True)
-            fd = _acquire(path)
-        except WorkdirInUse as error:
-            refused = error
-        except OSError as error:
-            refused = CheckpointError(f"--workdir {workdir}: cannot create its lock file {path} ({error})")
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        locked = int(multihost_utils.broadcast_one_to_all(np.int32(refused is None)))
-        refused = refused or (None if locked else CheckpointError(
-            f"--workdir {workdir}: process 0 could not lock it (see its error); another run may be using it"))
-    if refused is not None:
-        raise refused
-    try:
-        yield
-    finally:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # while still locked: a run that opened the file meanwhile sees it is gone
-            os.close(fd)
-            for folder in created:
-                if os.path.isdir(folder) and not os.listdir(folder):
-                    os.rmdir(folder)

@@ -31,8 +31,13 @@ class Config:
     augment: bool = True
     flip: bool = True
     crop_padding: int = 4
+    crop: str = "pad"  # "pad": zero-pad by crop_padding, random crop; "random_resized": the paper's crops
+    crop_scale: str = "0.08,1"  # random_resized: the crop's area fraction MIN,MAX (torchvision's default)
+    crop_ratio: str = "0.75,1.333333"  # random_resized: the crop's aspect ratio MIN,MAX (3/4, 4/3)
     svhn_extra: bool = False  # SVHN: add the 531k-image `extra` split to training
     # Labels.
+    train_labels: Optional[str] = None  # a file of labels that replaces the training images' (validation keeps its own)
+    train_label_key: Optional[str] = None  # which label set of a file that holds several (e.g. worse_label)
     label_mode: str = "precomputed"  # or "online": the frozen refinery labels every augmented crop; or
     # "ground_truth": every generation a fresh model on ground truth (the control: independent models, their ensemble)
     refinery_bn: str = "eval"  # "train": the official code's quirk, refinery BatchNorm on batch statistics
@@ -60,6 +65,7 @@ class RunOptions:
     preset: Optional[str] = None  # where the defaults came from (the resolved values are in Config)
     eval_batch_size: int = 256  # prediction batch: on CPU 256 predicted 1.05-1.4x faster than 1000 (cache)
     checkpoint_every: int = 500  # steps between mid-generation checkpoints (0: only at epoch ends)
+    tensorboard: bool = True  # live curves as TensorBoard event files in <workdir>/tensorboard (lr_jax.summaries)
     coordinator_address: Optional[str] = None  # host:port of process 0, for a multi-process run
     num_processes: Optional[int] = None
     process_id: Optional[int] = None
@@ -97,7 +103,58 @@ CHOICES = {
     "dtype": ("float32", "bfloat16"),
     "label_mode": ("precomputed", "online", "ground_truth"),
     "refinery_bn": ("eval", "train"),
+    "crop": ("pad", "random_resized"),
 }
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(Config)}
+
+
+def parse_range(text: str, flag: str) -> tuple[float, float]:
+    """'MIN,MAX' -> (MIN, MAX), with 0 < MIN <= MAX; a ValueError naming the flag otherwise."""
+    try:
+        low, high = (float(part) for part in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: expected two numbers MIN,MAX") from None
+    if not 0 < low <= high:
+        raise ValueError(f"{flag} {text!r}: expected 0 < MIN <= MAX")
+    return low, high
+
+
+def _check_names_and_files(config: Config) -> None:
+    """Model names, the batch against --train_size, and the files and folders flags name: checked before any data
+    are read, so a typo costs no decoding and leaves no workdir behind."""
+    import os
+
+    from lr_jax.models import MODEL_BUILDERS
+
+    for flag in ("model", "refinery_model"):
+        name = getattr(config, flag)
+        if name is not None and name not in MODEL_BUILDERS:
+            raise ValueError(f"--{flag} {name!r} is not a known model; known models: "
+                             f"{', '.join(sorted(MODEL_BUILDERS))}")
+    if config.train_size is not None and config.batch_size > config.train_size:
+        raise ValueError(f"--batch_size={config.batch_size} is larger than --train_size={config.train_size}; "
+                         f"lower it")
+    if config.train_label_key is not None and config.train_labels is None:
+        raise ValueError("--train_label_key needs --train_labels (the file that holds that label set)")
+    if config.train_labels is not None and not os.path.isfile(config.train_labels):
+        raise ValueError(f"--train_labels {config.train_labels}: no such file")
+    from lr_jax.results import RESULTS_FILE
+    from lr_jax.workdir import CONFIG_FILE
+
+    if config.refinery_workdir is not None and not any(
+            os.path.isfile(os.path.join(config.refinery_workdir, name)) for name in (CONFIG_FILE, RESULTS_FILE)):
+        raise ValueError(f"--refinery_workdir {config.refinery_workdir}: not a run folder (no config.json or "
+                         f"results.json there)")
+
+
+def _check_crop(config: Config) -> None:
+    scale = parse_range(config.crop_scale, "--crop_scale")
+    parse_range(config.crop_ratio, "--crop_ratio")
+    if scale[1] > 1:
+        raise ValueError(f"--crop_scale {config.crop_scale!r}: a crop cannot be larger than the image (MAX <= 1)")
+    changed = [flag for flag in ("crop_scale", "crop_ratio") if getattr(config, flag) != DEFAULTS[flag]]
+    if config.crop != "random_resized" and changed:
+        raise ValueError(f"--{changed[0]} applies to --crop random_resized only (--crop is {config.crop!r})")
 
 
 def validate(config: Config) -> Config:
@@ -128,6 +185,8 @@ def validate(config: Config) -> Config:
             raise ValueError("--refinery_generation needs --refinery_workdir")
         if config.refinery_generation < 1:
             raise ValueError(f"--refinery_generation must be at least 1, got {config.refinery_generation}")
+    _check_crop(config)
+    _check_names_and_files(config)
     if config.dataset not in DATASET_DEFAULTS:
         raise ValueError(f"--dataset={config.dataset!r} is not one of {', '.join(DATASET_DEFAULTS)}")
     return config
@@ -142,21 +201,63 @@ def validate_run_options(options: RunOptions) -> RunOptions:
     return options
 
 
-def build_config(dataset: str, overrides: dict) -> tuple[Config, RunOptions]:
-    """Dataset defaults, then the preset named in `overrides` (if any), then the other overrides; split into
-    the run's Config and its RunOptions. Unknown keys raise ValueError."""
+RECORD_ONLY = ("data", "resnet_shortcuts")  # what config.json records beside the Config's fields
+
+
+def read_config_file(path: str, dataset: str) -> dict:
+    """The settings of `--config FILE`: a run's config.json or results.json (its "config" section), or a preset
+    file (a JSON object of Config and RunOptions fields). ValueErrors name the file and what is wrong."""
+    import json
+
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except OSError as error:
+        raise ValueError(f"--config {path}: cannot read it ({error.strerror or error})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--config {path}: not valid JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of settings, got {type(payload).__name__}")
+    values = dict(payload["config"]) if isinstance(payload.get("config"), dict) else dict(payload)
+    for key in RECORD_ONLY:
+        values.pop(key, None)
+    if values.pop("dataset", dataset) != dataset:
+        raise ValueError(f"--config {path}: made for dataset {payload.get('config', payload)['dataset']!r}, "
+                         f"not {dataset!r}; use python -m lr_jax.experiments.<that dataset>")
+    unknown = sorted(set(values) - set(CONFIG_FIELDS) - set(RUN_OPTION_FIELDS))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown settings {', '.join(unknown)}")
+    return values
+
+
+def build_config(dataset: str, overrides: dict, config_file: Optional[str] = None) -> tuple[Config, RunOptions]:
+    """Dataset defaults, then the preset named in `overrides` (if any), then `config_file`'s settings (--config),
+    then the other overrides (flags); split into the run's Config and its RunOptions. Unknown keys, and folders a
+    portable copy replaced by placeholders (<workdir>, ...) that no flag sets, raise ValueError."""
     values = dict(DATASET_DEFAULTS.get(dataset, {}))
-    preset = overrides.get("preset")
+    from_file = read_config_file(config_file, dataset) if config_file else {}
+    preset = overrides.get("preset") or from_file.get("preset")
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"--preset={preset!r} is not one of {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
+    values.update(from_file)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if overrides.get("eval_flip") is None and not values.get("flip", True):
+    if overrides.get("eval_flip") is None and "eval_flip" not in from_file and not values.get("flip", True):
         values["eval_flip"] = False  # a preset's flip averaging follows the augmentation (SVHN: no flips)
     unknown = sorted(set(values) - set(CONFIG_FIELDS) - set(RUN_OPTION_FIELDS) - {"dataset"})
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(unknown)}")
+    placeholders = [k for k, v in values.items() if isinstance(v, str) and v.startswith("<") and ">" in v]
+    if placeholders:
+        raise ValueError(f"--config {config_file}: {placeholders[0]} is {values[placeholders[0]]!r}, a placeholder "
+                         f"of a portable copy; give --{placeholders[0]} with the folder on this machine")
     config = Config(dataset=dataset, **{k: v for k, v in values.items() if k in CONFIG_FIELDS and k != "dataset"})
     options = RunOptions(**{k: v for k, v in values.items() if k in RUN_OPTION_FIELDS})
     return validate(config), validate_run_options(options)
+
+
+def describe_presets() -> str:
+    """Each preset's settings, one line each, for --help."""
+    return "\n".join(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in settings.items())
+                     for name, settings in PRESETS.items())

@@ -19,7 +19,8 @@ class LabelSource(enum.Enum):
     """Where a generation's training labels come from. The value is the text results.json records as its
     `label_mode`; a new source is one more member here and one more case in `training_labels`."""
 
-    GROUND_TRUTH = "ground truth"  # the dataset's labels, one-hot (smoothed by --label_smoothing)
+    GROUND_TRUTH = "ground truth"  # the given labels (the dataset's or --train_labels'), one-hot (smoothed by
+    # --label_smoothing), or a label file's soft rows
     PRECOMPUTED = "precomputed"  # the teacher's softmax on the un-augmented training images, predicted once
     ONLINE = "online"  # the frozen teacher's softmax on each augmented crop, computed in the train step
 
@@ -95,7 +96,10 @@ def plan_generation(config: Config, generation: int, previous: Sequence, num_dev
 
 
 def ground_truth_targets(splits: Splits, config: Config) -> np.ndarray:
-    """One-hot ground truth (smoothed if `--label_smoothing`)."""
+    """The given labels as targets: one-hot (smoothed if `--label_smoothing`), or the soft rows of a
+    `--train_labels` file that holds soft labels (an exported refinery's: the blog's variant from a file)."""
+    if splits.train_targets is not None:
+        return np.asarray(splits.train_targets, np.float32)
     return np.asarray(losses.one_hot(jnp.asarray(splits.train_labels), splits.num_classes, config.label_smoothing))
 
 

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import sys
 import time
 import types
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -155,6 +156,7 @@ class _Loop:
     progress: Progress
     chrono: Chrono
     last_saved: int = 0  # the step of the newest checkpoint of this generation (0: none)
+    curves: Any = None  # summaries.GenerationCurves (live TensorBoard curves), or None
 
     def diverged(self, step: int, what: str) -> NonFiniteLossError:
         epoch, batch = divmod(step - 1, self.plan.steps_per_epoch)
@@ -166,14 +168,16 @@ class _Loop:
             f"stopped and {kept}. Lower --learning_rate or check the data"
         )
 
-    def account(self, fetched: list, first_step: int) -> None:
-        """Adds fetched per-step metrics to the epoch's sums; raises NonFiniteLossError at the first bad loss."""
-        for offset, values in enumerate(fetched):
-            loss, accuracy = float(values["loss"][0]), float(values["accuracy"][0])
+    def account(self, fetched: list, first_step: int) -> list[tuple[float, float]]:
+        """Adds fetched per-step metrics to the epoch's sums and returns them as (loss, accuracy) pairs; raises
+        NonFiniteLossError at the first bad loss."""
+        values = [(float(v["loss"][0]), float(v["accuracy"][0])) for v in fetched]
+        for offset, (loss, accuracy) in enumerate(values):
             if not np.isfinite(loss):
                 raise self.diverged(first_step + offset + 1, f"non-finite training loss {loss}")
             self.progress.epoch_loss_sum += loss
             self.progress.epoch_accuracy_sum += accuracy
+        return values
 
     def close_epoch(self) -> None:
         """Moves the finished epoch's sums and times into its history entry and logs it."""
@@ -193,7 +197,7 @@ class _Loop:
         epoch and saves a training checkpoint."""
         end = first_step + len(fetched)
         with self.chrono.overhead("sync"):
-            self.account(fetched, first_step)
+            values = self.account(fetched, first_step)
             host_state = unreplicate(state)
             if not _all_finite(variables_of(host_state)) or not _all_finite(host_state.opt_state):
                 raise self.diverged(end, "non-finite parameters after a finite loss")
@@ -201,12 +205,16 @@ class _Loop:
             if end % self.plan.steps_per_epoch == 0:
                 bar.close()
                 self.close_epoch()
-        if self.manager is None:
-            return
-        with self.chrono.overhead("checkpoint"):
-            checkpoints.save_training(self.manager, end, flax.serialization.to_state_dict(host_state), self.key,
-                                      checkpoint_record(self.progress, self.chrono))
-        self.last_saved = end
+        if self.manager is not None:
+            with self.chrono.overhead("checkpoint"):
+                checkpoints.save_training(self.manager, end, flax.serialization.to_state_dict(host_state), self.key,
+                                          checkpoint_record(self.progress, self.chrono))
+            self.last_saved = end
+        if self.curves is not None:  # after the checkpoint: the state matters more than its curves
+            with self.chrono.overhead("summaries"):
+                self.curves.steps(first_step, values)
+                if end % self.plan.steps_per_epoch == 0:
+                    self.curves.epoch(end, self.progress.history[-1], variables_of(host_state))
 
     def interrupted(self) -> interrupt.Interrupted:
         """The stop at the current step, naming the checkpoint saved there (if any)."""
@@ -216,11 +224,11 @@ class _Loop:
                                      self.plan.total_steps, where)
 
 
-def _start(state: TrainState, key: jax.Array, plan: LoopPlan, manager, log, chrono: Chrono) -> tuple:
+def _start(state: TrainState, key: jax.Array, plan: LoopPlan, manager, log, chrono: Chrono, curves) -> tuple:
     """(state, loop): from the newest readable training checkpoint, or fresh when there is none."""
     restored = checkpoints.restore_training(manager, log) if manager is not None else None
     if restored is None:
-        return state, _Loop(plan, key, manager, log, Progress(plan.steps_per_epoch), chrono)
+        return state, _Loop(plan, key, manager, log, Progress(plan.steps_per_epoch), chrono, curves=curves)
     arrays, record = restored
     progress = Progress.from_record(record)
     if progress.steps_per_epoch != plan.steps_per_epoch:
@@ -232,7 +240,7 @@ def _start(state: TrainState, key: jax.Array, plan: LoopPlan, manager, log, chro
         f"{min(epoch + 1, plan.epochs)}, batch {batch} of {plan.steps_per_epoch}) in {manager.directory}")
     state = flax.serialization.from_state_dict(state, arrays["state"])
     key = jnp.asarray(arrays["rng"], jnp.uint32)
-    return state, _Loop(plan, key, manager, log, progress, chrono, last_saved=progress.step)
+    return state, _Loop(plan, key, manager, log, progress, chrono, last_saved=progress.step, curves=curves)
 
 
 def run_steps(step_fn: Callable, args: StepArgs, count: int, bar, should_stop: Callable[[], bool]
@@ -309,6 +317,7 @@ def train_generation(
     devices: Optional[Sequence] = None,
     should_stop: Callable[[], bool] = interrupt.should_stop,
     chrono: Optional[Chrono] = None,
+    curves: Any = None,
 ) -> tuple[TrainState, dict]:
     """Trains `state` for `plan.epochs` epochs with `step_fn` (from `step.make_train_step`) on `data` (from
     `devices.device_data`, already on the local devices, or on `devices`); returns the unreplicated state and its
@@ -321,13 +330,16 @@ def train_generation(
     and augmentation from (key, step), so the step number is all the data-order state there is. A non-finite
     loss (or state) stops training with NonFiniteLossError before anything non-finite is saved. When
     `should_stop()` (asked before every step) says so, the steps dispatched are finished, the state is saved
-    there and `interrupt.Interrupted` is raised.
+    there and `interrupt.Interrupted` is raised. `curves` (a summaries.GenerationCurves) receives every step's
+    loss and accuracy and each finished epoch, its time booked as the "summaries" overhead.
     """
     chrono = Chrono() if chrono is None else chrono
     manager = (checkpoints.open_manager(checkpoint_dir, checkpoints.KEEP_TRAINING_CHECKPOINTS)
                if checkpoint_dir else None)
     try:
-        state, loop = _start(state, key, plan, manager, log, chrono)
+        state, loop = _start(state, key, plan, manager, log, chrono, curves)
+        if curves is not None:
+            curves.start(loop.progress.step)
         data_key, step_key = jax.random.split(loop.key)
         rep = functools.partial(replicate, devices=devices)
         args = StepArgs(rep(state), data, None, rep(step_key),
@@ -335,6 +347,9 @@ def train_generation(
         args = _run_epochs(loop, step_fn, args, data_key, should_stop, progress_bar, rep)
         final_state = unreplicate(args.state)
     finally:
+        if curves is not None:
+            with contextlib.suppress(*((Exception,) if sys.exc_info()[1] is not None else ())):
+                curves.close()  # where training already failed, that error is the one to report
         if manager is not None:
             manager.wait_until_finished()
             manager.close()

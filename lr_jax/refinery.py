@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lr_jax import checkpoints, interrupt, loop, losses, step
+from lr_jax import checkpoints, distributed, interrupt, loop, losses, step, summaries, workdir
 from lr_jax.config import Config, RunOptions
 from lr_jax.data import Splits
 from lr_jax.devices import device_data, make_predict, predict_probs, replicate
@@ -44,13 +44,28 @@ def generation_key(seed: int, generation: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), generation)
 
 
+def label_repair(soft_labels: np.ndarray, given: np.ndarray, dataset_labels: np.ndarray) -> dict:
+    """Where a run trains on labels other than the dataset's (--train_labels): how the labels this generation hands
+    on (the argmax of its softmax on the un-augmented training images) compare with the dataset's labels.
+    `train_accuracy_dataset_labels`: their accuracy against the dataset's labels; `labels_repaired`: how many given
+    labels that differ from the dataset's it hands on as the dataset's; `labels_broken`: how many given labels that
+    equal the dataset's it hands on differently."""
+    handed_on = np.argmax(soft_labels, -1)
+    wrong = given != dataset_labels
+    right_now = handed_on == dataset_labels
+    return {"train_accuracy_dataset_labels": float(np.mean(right_now)),
+            "labels_repaired": int(np.sum(wrong & right_now)), "labels_broken": int(np.sum(~wrong & ~right_now))}
+
+
 def evaluate_generation(gen: int, splits: Splits, soft_labels, val_probs, test_probs, previous: list[Generation],
-                        taught: np.ndarray) -> dict:
+                        taught: np.ndarray, dataset_labels: Optional[np.ndarray] = None) -> dict:
     """Per-generation metrics: accuracies, the train-minus-validation and train-minus-test gaps (None without
     that split), label statistics, the ensemble. `label_agreement`: how often the argmax of `soft_labels` (this
     generation's softmax on the un-augmented training images) equals `taught`, the class each training image was
     taught (see generation.training_labels: the ground truth, so it equals the train accuracy, or the argmax of
-    its teacher's labels). The ensemble is the mean of generations 1..gen's validation (test) probabilities."""
+    its teacher's labels). The ensemble is the mean of generations 1..gen's validation (test) probabilities.
+    `train_accuracy` compares with the given labels (the dataset's, or --train_labels'); with `dataset_labels` (a run
+    on --train_labels) the metrics of `label_repair` are added."""
     train_accuracy = accuracy(soft_labels, splits.train_labels)
     val_accuracy = accuracy(val_probs, splits.val_labels)
     test_accuracy = accuracy(test_probs, splits.test_labels)
@@ -69,6 +84,7 @@ def evaluate_generation(gen: int, splits: Splits, soft_labels, val_probs, test_p
         "label_agreement": accuracy(soft_labels, taught),
         "ensemble_val_accuracy": accuracy(ensemble_val, splits.val_labels),
         "ensemble_test_accuracy": accuracy(ensemble_test, splits.test_labels),
+        **({} if dataset_labels is None else label_repair(soft_labels, splits.train_labels, dataset_labels)),
     }
 
 
@@ -83,6 +99,7 @@ class ChainContext:
     data: step.DeviceData  # targets are swapped per generation
     loop_plan: loop.LoopPlan
     eval_batch_size: int
+    curves_dir: Optional[str] = None  # the workdir whose tensorboard/ folder gets live curves; None: none
     programs: dict = dataclasses.field(default_factory=dict)
 
     def program(self, key: tuple, build: Callable):
@@ -92,15 +109,17 @@ class ChainContext:
         return self.programs[key]
 
 
-def make_context(config: Config, splits: Splits, run: RunOptions) -> ChainContext:
-    """Copies the training split onto the devices and fixes the step loop's shape for the whole chain."""
+def make_context(config: Config, splits: Splits, run: RunOptions, workdir: Optional[str] = None) -> ChainContext:
+    """Copies the training split onto the devices and fixes the step loop's shape for the whole chain. Live
+    TensorBoard curves go to `workdir` when it is given, `run.tensorboard` is on and this is the main process."""
     # Global device count: with several processes each computes its own slice of a batch. The step options
     # check the batch against the devices and the data before anything is copied.
     options = step.step_options(config, jax.device_count(), len(splits.train_images), refined=False)
     data = device_data(splits.train_images, splits.train_labels,
                        np.zeros((len(splits.train_labels), splits.num_classes), np.float32), splits.mean, splits.std)
     loop_plan = loop.LoopPlan(config.epochs, options.steps_per_epoch, options.global_batch, run.checkpoint_every)
-    return ChainContext(config, splits, data, loop_plan, run.eval_batch_size)
+    curves_dir = workdir if workdir and run.tensorboard and distributed.is_main_process() else None
+    return ChainContext(config, splits, data, loop_plan, run.eval_batch_size, curves_dir)
 
 
 def _model(context: ChainContext, name: str):
@@ -124,16 +143,32 @@ def _step(context: ChainContext, plan: GenerationPlan) -> Callable:
     return context.program(plan.step_key, build)
 
 
+def _predictor(context: ChainContext, name: str, variables: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 images -> softmax of architecture `name` with `variables`, on every local device."""
+    predict_fn = context.program(("predict", name), lambda: make_predict(_model(context, name)))
+    replicated, splits = replicate(variables), context.splits
+    return lambda images: predict_probs(predict_fn, replicated, images, splits.mean, splits.std,
+                                        context.eval_batch_size)
+
+
+def generation_curves(context: ChainContext, plan: GenerationPlan) -> Optional[summaries.GenerationCurves]:
+    """The plan's live curves (None where the context has no curves folder): its learning rate per step and, per
+    epoch, its validation accuracy without flip averaging (a prediction pass over the validation images)."""
+    if context.curves_dir is None:
+        return None
+    schedule = step.learning_rate_schedule(context.config, context.loop_plan.steps_per_epoch)
+    val_images, val_labels = context.splits.val_images, context.splits.val_labels
+    evaluate = lambda variables: accuracy(_predictor(context, plan.model_name, variables)(val_images), val_labels)
+    return summaries.GenerationCurves(context.curves_dir, plan.generation, lambda s: float(schedule(s)),
+                                      evaluate if len(val_labels) else None)
+
+
 def predict_all(context: ChainContext, name: str, variables: dict) -> tuple:
     """(soft labels on the un-augmented training images, validation probs, test probs or None, {metric: value}).
     With `--eval_flip`, the validation and test probs are the mean over each image and its mirror image, and the
     metrics hold the accuracies without that averaging; the soft labels (the next generation's targets) are never
     averaged."""
-    predict_fn = context.program(("predict", name), lambda: make_predict(_model(context, name)))
-    replicated = replicate(variables)
-    splits = context.splits
-    predict = lambda images: predict_probs(predict_fn, replicated, images, splits.mean, splits.std,
-                                           context.eval_batch_size)
+    splits, predict = context.splits, _predictor(context, name, variables)
     soft_labels, val_probs = predict(splits.train_images), predict(splits.val_images)
     test_probs = None if splits.test_images is None else predict(splits.test_images)
     if not context.config.eval_flip:
@@ -168,12 +203,14 @@ def run_generation(
     state, stats = loop.train_generation(
         state, _step(context, plan), data, train_key, context.loop_plan,
         refinery_variables=None if plan.refinery_model is None else previous[-1].variables, checkpoint_dir=checkpoint_dir,
-        log=log, progress_bar=progress, chrono=chrono,
+        log=log, progress_bar=progress, chrono=chrono, curves=generation_curves(context, plan),
     )
     variables = step.variables_of(state)
     with chrono.overhead("predict"):
         soft_labels, val_probs, test_probs, unflipped = predict_all(context, plan.model_name, variables)
-    metrics = evaluate_generation(plan.generation, splits, soft_labels, val_probs, test_probs, previous, taught)
+    dataset_labels = splits.dataset_train_labels if config.train_labels else None
+    metrics = evaluate_generation(plan.generation, splits, soft_labels, val_probs, test_probs, previous, taught,
+                                  dataset_labels)
     metrics.update(unflipped)
     metrics.update(
         model=plan.model_name,
@@ -227,7 +264,7 @@ def reused_refinery(refinery_workdir: str, splits: Splits, log: Callable[[str], 
     """Generation 1 taken from another run (`--refinery_workdir`): its finished generation `generation`
     (`--refinery_generation`; default its newest), which must have been trained on the same train/validation
     split. Its labels start this chain; it is not retrained."""
-    checkpoints.check_same_data(refinery_workdir, splits)
+    workdir.check_same_data(refinery_workdir, splits)
     arrays, info = checkpoints.load_generation(refinery_workdir, generation)
     source_generation = info["metrics"]["generation"]
     reused = generation_from_saved(1, arrays, info)
@@ -272,7 +309,7 @@ def run_chain(
 
     With `workdir`, each finished generation is saved under it (and reloaded instead of retrained on a rerun), and
     training checkpoints (every `run.checkpoint_every` steps) let an interrupted generation continue from its last
-    one. `code` (results.code_version() of this invocation) goes into the metrics of each generation trained here,
+    one. `code` (provenance.code_version() of this invocation) goes into the metrics of each generation trained here,
     and is saved and reloaded with them: a resumed chain's rows name the code that finished each generation.
     A stop request (see lr_jax.interrupt) ends the chain with `interrupt.Interrupted`, naming the generation and
     step and how many generations were finished; before a generation starts, it ends it without training."""
@@ -295,7 +332,7 @@ def run_chain(
                     raise interrupt.Interrupted(interrupt.requested() or interrupt.AGREED)
                 plan = plan_generation(config, gen, chain, jax.device_count(), len(splits.train_images))
                 log(f"generation {gen}/{config.generations}: training {plan.model_name} on {plan.describe_labels}")
-                context = context or make_context(config, splits, run)
+                context = context or make_context(config, splits, run, workdir)
                 result = _train_and_save(context, plan, chain, store, workdir, log, progress, code)
             chain.append(result)
             yield result

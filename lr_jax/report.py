@@ -6,7 +6,7 @@ from lr_jax.analysis.cli import build_parser, display_report, main, write_report
 from lr_jax.analysis.plots import (  # noqa: F401
     PLOTS, new_figure, plot_accuracy, plot_label_entropy, plot_label_examples, plot_train_vs_test, save_figure)
 from lr_jax.analysis.runs import (  # noqa: F401
-    ACCURACIES, LABEL_SUMMARY, LABEL_SUMMARY_KEYS, NOT_SETTINGS, Configuration, Report, Run, configuration_labels,
+    ACCURACIES, LABEL_SUMMARY_KEYS, NOT_SETTINGS, Configuration, Report, Run, configuration_labels,
     describe, held_out_key, load_label_summary, load_run, reference_index, settings_line, settings_of)
 from lr_jax.analysis.stats import (  # noqa: F401
     BASELINES, CONFIDENCE, PAIRING_KEYS, Difference, Stat, aggregate, difference, generation_rows,

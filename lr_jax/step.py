@@ -15,7 +15,7 @@ import optax
 from flax.training import train_state
 
 from lr_jax import augment, losses
-from lr_jax.config import Config
+from lr_jax.config import Config, parse_range
 from lr_jax.models import AXIS  # the pmap axis name; BatchNorm statistics and gradients are averaged over it
 
 
@@ -46,6 +46,9 @@ class StepOptions:
     augment: bool = True
     flip: bool = True
     crop_padding: int = 4
+    crop: str = "pad"  # or "random_resized" (see augment.training_augmentation)
+    crop_scale: tuple = (0.08, 1.0)
+    crop_ratio: tuple = (3 / 4, 4 / 3)
     online_labels: bool = False  # the refinery labels each augmented crop (else the targets of `DeviceData`)
     refinery_train_bn: bool = False
     temperature: float = 1.0
@@ -102,6 +105,9 @@ def step_options(config: Config, num_devices: int, num_train: int, refined: bool
         augment=config.augment,
         flip=config.flip,
         crop_padding=config.crop_padding,
+        crop=config.crop,
+        crop_scale=parse_range(config.crop_scale, "--crop_scale"),
+        crop_ratio=parse_range(config.crop_ratio, "--crop_ratio"),
         online_labels=refined and online,
         refinery_train_bn=config.refinery_bn == "train",
         temperature=config.temperature if refined else 1.0,
@@ -202,7 +208,8 @@ def training_batch(state: TrainState, data: DeviceData, order: jax.Array, rng: j
     step_key = jax.random.fold_in(rng, state.step)
     if options.augment:
         example_keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, offset + positions)
-        pixels = augment.random_crop_flip(pixels, example_keys, options.crop_padding, options.flip)
+        pixels = augment.training_augmentation(pixels, example_keys, options.crop, options.crop_padding,
+                                               options.crop_scale, options.crop_ratio, options.flip)
     prep = lambda p: augment.normalize(p, data.mean, data.std)
 
     if options.uses_refinery and refinery is None:

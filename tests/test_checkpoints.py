@@ -1,4 +1,4 @@
-"""lr_jax.checkpoints and lr_jax.distributed in-process: round trips, damage detection, the workdir config check."""
+"""lr_jax.checkpoints and lr_jax.distributed in-process: round trips, damage detection, results written atomically."""
 
 import json
 import os
@@ -9,7 +9,6 @@ import pytest
 
 from cli_runs import truncate_largest_file
 from lr_jax import checkpoints, distributed, results
-from lr_jax.data.splits import Splits
 
 
 def fake_state(scale: float) -> dict:
@@ -86,48 +85,6 @@ def test_every_checkpoint_damaged_raises_and_changes_nothing(tmp_path):
         checkpoints.restore_training(manager, print)
     assert manager.all_steps() == [3, 6]
     assert not (tmp_path / "damaged").exists()
-
-
-def tiny_splits(seed=0, num_train=8):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (num_train + 4, 4, 4, 3), dtype=np.uint8)
-    labels = np.arange(num_train + 4, dtype=np.int32) % 2
-    return Splits(images[:num_train], labels[:num_train], images[num_train:], labels[num_train:], None, None,
-                  ["a", "b"], np.full(3, 0.5, np.float32), np.full(3, 0.2, np.float32))
-
-
-def record_of(**config):
-    base = {"model": "tiny_cnn", "epochs": 2, "seed": 0, "generations": 2}
-    return checkpoints.run_record({**base, **config}, tiny_splits())
-
-
-def test_workdir_config_check(tmp_path):
-    workdir = str(tmp_path / "run")
-    assert checkpoints.prepare_workdir(workdir, record_of(), False, print) is False
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"] == "tiny_cnn"
-    # The number of generations may change: the run resumes; so may run options that older records hold.
-    same = record_of(workdir="elsewhere", generations=5, checkpoint_every=1, data_dir="/moved")
-    assert checkpoints.prepare_workdir(workdir, same, False, print) is True
-    with pytest.raises(checkpoints.CheckpointError, match=r"different configuration \(epochs, model differ: "
-                       r"epochs: workdir has 2, now 3; model: workdir has \"tiny_cnn\", now \"small_cnn\"\)"):
-        checkpoints.prepare_workdir(workdir, record_of(epochs=3, model="small_cnn"), False, print)
-    other_data = checkpoints.run_record({"model": "tiny_cnn", "epochs": 2, "seed": 0}, tiny_splits(seed=1))
-    with pytest.raises(checkpoints.CheckpointError, match=r"\(data differ"):
-        checkpoints.prepare_workdir(workdir, other_data, False, print)
-
-
-def test_overwrite_removes_only_what_a_run_wrote(tmp_path):
-    workdir = tmp_path / "run"
-    checkpoints.prepare_workdir(str(workdir), record_of(), False, print)
-    for name in ("results.json", "log.txt"):
-        (workdir / name).write_text("{}")
-    (workdir / "checkpoints" / "finished").mkdir(parents=True)
-    (workdir / "mine.txt").write_text("keep me")
-    log = []
-    checkpoints.prepare_workdir(str(workdir), record_of(epochs=9), True, log.append)
-    assert "--overwrite: removed" in log[0] and "checkpoints" in log[0]
-    assert sorted(os.listdir(workdir)) == ["config.json", "mine.txt"]
-    assert json.loads((workdir / "config.json").read_text())["epochs"] == 9
 
 
 def test_results_json_is_replaced_atomically(tmp_path):

@@ -82,7 +82,8 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
     timing = results["timing"]
     rows = results["generations"]
     assert timing["train_seconds"] == pytest.approx(sum(row["train_seconds"] for row in rows))
-    assert set(timing["overhead_seconds"]) == {"compile", "sync", "checkpoint", "predict", "save_generation"}
+    assert set(timing["overhead_seconds"]) == {"compile", "sync", "checkpoint", "predict", "save_generation",
+                                               "summaries"}  # summaries: the live TensorBoard curves
     assert timing["overhead_seconds"]["predict"] == pytest.approx(
         sum(row["overhead_seconds"]["predict"] for row in rows))
     assert timing["other_seconds"] >= 0 and timing["data_seconds"] > 0
@@ -96,11 +97,11 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
 def test_results_record_the_code_the_run_started_with(tmp_path, monkeypatch):
     """The runner takes code_version() once, when it starts: a commit made while it trains is not its code. Here
     the code "changes" as soon as training begins; the run's results and every row still name the start's."""
-    from lr_jax import loop, results
+    from lr_jax import loop, provenance
 
     at_start, later = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
     current = [at_start]
-    monkeypatch.setattr(results, "code_version", lambda *args: dict(current[-1]))
+    monkeypatch.setattr(provenance, "code_version", lambda *args: dict(current[-1]))
     real = loop.train_generation
 
     def committing_meanwhile(*args, **kwargs):

@@ -18,12 +18,12 @@ def mode_of(path) -> int:
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_atomic_writes_follow_the_umask(tmp_path, umask):
-    from lr_jax import results
+    from lr_jax import files
 
     previous = os.umask(umask)
     try:
-        results.write_json_atomic(str(tmp_path / "a.json"), {"x": 1})
-        results.write_text_atomic(str(tmp_path / "b.md"), "text")
+        files.write_json_atomic(str(tmp_path / "a.json"), {"x": 1})
+        files.write_text_atomic(str(tmp_path / "b.md"), "text")
         with open(tmp_path / "plain.txt", "w") as f:  # what log.txt gets
             f.write("line\n")
     finally:
@@ -47,7 +47,7 @@ def test_a_run_its_cache_and_its_portable_copy_are_readable_by_others(tmp_path):
     written += list(cache.rglob("*.npz"))
     assert len(written) == 6, written
     assert {path.name: oct(mode_of(path)) for path in written} == {path.name: oct(0o644) for path in written}
-    copied = subprocess.run([sys.executable, "-m", "lr_jax.results", str(workdir), str(copy)], env=subprocess_env(1),
+    copied = subprocess.run([sys.executable, "-m", "lr_jax.portable", str(workdir), str(copy)], env=subprocess_env(1),
                             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
                             preexec_fn=lambda: os.umask(0o022))
     assert copied.returncode == 0, copied.stderr[-2000:]

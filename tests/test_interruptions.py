@@ -13,7 +13,7 @@ import pytest
 
 from cli_runs import REPO_ROOT, STEPS_PER_GENERATION, cli_command, run_cli, subprocess_env
 from test_resume import assert_same_result, flags, images, reference, training_steps  # noqa: F401 (fixtures)
-from lr_jax import interrupt, results
+from lr_jax import files, interrupt
 
 STOPPED = interrupt.EXIT_STATUS
 
@@ -194,14 +194,14 @@ def test_a_full_disk_during_a_checkpoint_and_the_rerun_after_freeing_space(image
 
 def test_a_failed_results_write_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
-    results.write_json_atomic(str(path), {"generations": [1]})
+    files.write_json_atomic(str(path), {"generations": [1]})
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", no_space)
-    with pytest.raises(results.WriteError) as failure:
-        results.write_json_atomic(str(path), {"generations": [1, 2]})
+    with pytest.raises(files.WriteError) as failure:
+        files.write_json_atomic(str(path), {"generations": [1, 2]})
     assert str(failure.value) == (f"cannot write {path}: No space left on device (errno {errno.ENOSPC}); the "
                                   f"previous file is kept")
     assert json.loads(path.read_text()) == {"generations": [1]}

@@ -1,5 +1,6 @@
-"""lr_jax.results: the metric registry's tables, code and library versions, reading format-1 files, portable copies
-without absolute paths (and the committed results carrying none), and the experiment scripts that use them."""
+"""lr_jax.results, lr_jax.provenance and lr_jax.portable: the metric registry's tables, code and library versions,
+reading format-1 files, portable copies without absolute paths (and the committed results carrying none), and the
+experiment scripts that use them."""
 
 import json
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from lr_jax import config as config_lib
-from lr_jax import report, results
+from lr_jax import portable, provenance, report, results
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 COMMITTED = REPO_ROOT / "experiments" / "results"
@@ -66,23 +67,23 @@ def test_code_version_names_the_commit_and_whether_tracked_files_changed(tmp_pat
     git(repo, "init", "-q")
     git(repo, "add", ".")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
-    assert results.code_version(str(repo)) == {"commit": git(repo, "rev-parse", "HEAD"), "dirty": False}
+    assert provenance.code_version(str(repo)) == {"commit": git(repo, "rev-parse", "HEAD"), "dirty": False}
     (repo / "untracked.txt").write_text("not part of the code\n")
-    assert results.code_version(str(repo))["dirty"] is False
+    assert provenance.code_version(str(repo))["dirty"] is False
     (repo / "lr_jax" / "module.py").write_text("x = 2\n")
-    assert results.code_version(str(repo))["dirty"] is True
+    assert provenance.code_version(str(repo))["dirty"] is True
     # A folder inside some other repository (an installed copy in a venv under a checkout) is not that code.
-    assert results.code_version(str(repo / "lr_jax")) == {"commit": None, "dirty": None}
+    assert provenance.code_version(str(repo / "lr_jax")) == {"commit": None, "dirty": None}
 
 
 def test_code_version_is_null_outside_git_and_without_git(tmp_path, monkeypatch):
-    assert results.code_version(str(tmp_path)) == {"commit": None, "dirty": None}
+    assert provenance.code_version(str(tmp_path)) == {"commit": None, "dirty": None}
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable anywhere
-    assert results.code_version(str(REPO_ROOT)) == {"commit": None, "dirty": None}
+    assert provenance.code_version(str(REPO_ROOT)) == {"commit": None, "dirty": None}
 
 
 @pytest.mark.skipif(not HAS_GIT or not (REPO_ROOT / ".git").exists()
-                    or pathlib.Path(results.SOURCE_ROOT).resolve() != REPO_ROOT,
+                    or pathlib.Path(provenance.SOURCE_ROOT).resolve() != REPO_ROOT,
                     reason="not a git checkout, or lr_jax imported from an installed copy")
 def test_results_payload_records_this_checkout_and_the_library_versions():
     import chex
@@ -100,7 +101,7 @@ def test_results_payload_records_this_checkout_and_the_library_versions():
     assert payload["versions"] == {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
                                    "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
                                    "chex": chex.__version__, "numpy": np.__version__}
-    assert results.library_versions(("numpy", "no-such-distribution-xyz")) == {
+    assert provenance.library_versions(("numpy", "no-such-distribution-xyz")) == {
         "numpy": np.__version__, "no-such-distribution-xyz": None}
 
 
@@ -152,12 +153,12 @@ def test_format_one_is_upgraded_on_reading(tmp_path):
 
 
 def test_strip_paths_replaces_config_folders_and_any_other_absolute_path():
-    placeholders = results.path_placeholders({"data_dir": "/work/data", "workdir": "/work/runs/a/", "cache_dir":
+    placeholders = portable.path_placeholders({"data_dir": "/work/data", "workdir": "/work/runs/a/", "cache_dir":
                                               "relative/cache", "refinery_workdir": None})
     assert placeholders == [("/work/runs/a", "<workdir>"), ("/work/data", "<data_dir>")]
     text = ("read /work/data (cache /work/lrcache/c.npz) into /work/runs/a/checkpoints/1; not /work/data2/x; "
             "'/root/x/y' and /tmp/lr_jax_abc/d; epoch 1/6, 480 images/s, T-shirt/top, /usr/share/datasets/f")
-    assert results.strip_paths(text, placeholders) == (
+    assert portable.strip_paths(text, placeholders) == (
         "read <data_dir> (cache <path>) into <workdir>/checkpoints/1; not <path>; '<path>' and <path>; "
         "epoch 1/6, 480 images/s, T-shirt/top, /usr/share/datasets/f")
 
@@ -178,7 +179,7 @@ def assert_no_absolute_paths(folder: pathlib.Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".md", ".txt", ".csv"):
             text = path.read_text()
-            assert results.ABSOLUTE_PATH.findall(text) == [], path
+            assert portable.ABSOLUTE_PATH.findall(text) == [], path
             for root in ("/work/", "/tmp/", "/root", str(REPO_ROOT)):
                 assert root not in text, (path, root)
 
@@ -186,7 +187,7 @@ def assert_no_absolute_paths(folder: pathlib.Path) -> None:
 def test_copy_portable_writes_current_format_without_paths(tmp_path):
     run = write_format_one_run(tmp_path / "abs" / "refinery_seed0")
     dest = tmp_path / "copy"
-    written = results.copy_portable(str(run), str(dest))
+    written = portable.copy_portable(str(run), str(dest))
     assert sorted(pathlib.Path(p).name for p in written) == ["labels_summary.npz", "log.txt", "results.json",
                                                              "results.md"]
     assert_no_absolute_paths(dest)
@@ -199,17 +200,17 @@ def test_copy_portable_writes_current_format_without_paths(tmp_path):
     assert "| train-val gap (points) |" in (dest / "results.md").read_text()
     assert (dest / "labels_summary.npz").read_bytes() == (run / "labels_summary.npz").read_bytes()
     # In place, and again: nothing left to change.
-    results.copy_portable(str(run), str(run))
+    portable.copy_portable(str(run), str(run))
     assert_no_absolute_paths(run)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    results.copy_portable(str(run), str(run))
+    portable.copy_portable(str(run), str(run))
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
 def test_copy_command_line_names_a_bad_run(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"config": {"dataset": "cifar10"}}))
     with pytest.raises(SystemExit) as exit_info:
-        results.main([str(tmp_path), str(tmp_path / "out")])
+        portable.main([str(tmp_path), str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert f"{tmp_path / 'results.json'}: no 'config' object with 'dataset' and 'seed'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -351,7 +352,7 @@ def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
 def test_results_record_the_code_the_run_started_with(monkeypatch):
     """The runner takes code_version() once, at its start: a commit made during a long run is not the run's code."""
     started_with = {"commit": "a" * 40, "dirty": False}
-    monkeypatch.setattr(results, "code_version", lambda *args: {"commit": "b" * 40, "dirty": True})
+    monkeypatch.setattr(provenance, "code_version", lambda *args: {"commit": "b" * 40, "dirty": True})
     config, run = config_lib.Config(), config_lib.RunOptions()
     assert results.results_payload(config, run, {}, [], False, 1.0, code=started_with)["code"] == started_with
     assert results.results_payload(config, run, {}, [], False, 1.0)["code"]["commit"] == "b" * 40

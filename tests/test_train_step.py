@@ -37,12 +37,13 @@ def setup():
     return model, state, data, order
 
 
-def run_steps(setup, num_devices):
-    """STEPS train steps on the first `num_devices` devices; returns per-device states and metrics."""
+def run_steps(setup, num_devices, **options_given):
+    """STEPS train steps on the first `num_devices` devices (step options `options_given` besides the batch
+    shape; default: pad-and-crop by 2); returns per-device states and metrics."""
     model, state, data, order = setup
     devices = jax.local_devices()[:num_devices]
     options = step.StepOptions(global_batch=GLOBAL_BATCH, num_devices=num_devices, steps_per_epoch=STEPS,
-                                crop_padding=2)
+                               **(options_given or dict(crop_padding=2)))
     step_fn = step.make_train_step(model, None, options)
     rep = lambda tree: replicate(tree, devices=devices)
     rep_state, rep_data, rep_order, rep_key = rep(state), rep(data), rep(order), rep(jax.random.PRNGKey(7))

@@ -8,28 +8,29 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from lr_jax import results
+from lr_jax import files, results
 from lr_jax.analysis import designs, plots, tables
 from lr_jax.analysis.plots import PLOTS
-from lr_jax.analysis.runs import LABEL_SUMMARY
 from lr_jax.analysis.stats import aggregate
 
 
 def write_report(workdirs: Sequence[str], out: str, examples_workdir: Optional[str] = None,
                  reference: Optional[str] = None) -> dict[str, str]:
-    """Tables and the four plots (PLOTS) into `out`; returns {name: path}. Plot 3 shows `examples_workdir` (default:
+    """Tables and the plots (PLOTS) into `out`; returns {name: path}. Plot 3 shows `examples_workdir` (default:
     the first run, in the order given, that has labels_summary.npz); plots 3 and 4 are skipped when no run has one,
     plot 1 when no run has validation or test accuracy. Paired differences are against the configuration of run
     folder `reference` (default: the first configuration)."""
     report = aggregate(workdirs, reference)
     paths = tables.write_tables(report, out)
     if examples_workdir is None:
-        examples_workdir = next((w for w in workdirs if os.path.exists(os.path.join(w, LABEL_SUMMARY))), None)
+        examples_workdir = next(
+            (w for w in workdirs if os.path.exists(os.path.join(w, results.LABELS_SUMMARY))), None)
     drawers = {
         "accuracy": lambda path: plots.plot_accuracy(report, path),
         "train_vs_test": lambda path: plots.plot_train_vs_test(report, path),
         "label_examples": lambda path: examples_workdir and plots.plot_label_examples(examples_workdir, path),
         "label_entropy": lambda path: plots.plot_label_entropy(report, path),
+        "label_repair": lambda path: plots.plot_label_repair(report, path),
     }
     for name, draw in drawers.items():
         written = draw(os.path.join(out, f"{name}.png"))
@@ -102,7 +103,7 @@ def headline_main(design: designs.Design, argv: Optional[Sequence[str]], prog: s
     text = tables.headline_table(cells)
     print(text)
     if args.out:
-        results.write_text_atomic(args.out, text + "\n")
+        files.write_text_atomic(args.out, text + "\n")
     if args.plot:
         plots.forest_plot(design, cells, args.plot)
     return text

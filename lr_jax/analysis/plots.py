@@ -7,11 +7,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from lr_jax import results
+from lr_jax import files, results
 from lr_jax.analysis import stats
-from lr_jax.analysis.runs import ACCURACIES, LABEL_SUMMARY, Configuration, Report, held_out_key, load_label_summary
+from lr_jax.analysis.runs import ACCURACIES, Configuration, Report, held_out_key, load_label_summary
 
-PLOTS = ("accuracy", "train_vs_test", "label_examples", "label_entropy")  # <out>/<name>.png, in this order
+# <out>/<name>.png, in this order; label_repair only for runs on --train_labels
+PLOTS = ("accuracy", "train_vs_test", "label_examples", "label_entropy", "label_repair")
 
 
 # Plots (matplotlib's object interface: no pyplot, so no global backend is touched and notebooks keep theirs).
@@ -25,16 +26,16 @@ def new_figure(width: float, height: float):
 
 def save_figure(figure, path: str) -> str:
     """Saves a PNG atomically (temporary file, then rename)."""
-    results.write_atomic(path, lambda f: figure.savefig(f, format="png"), binary=True)
+    files.write_atomic(path, lambda f: figure.savefig(f, format="png"), binary=True)
     return path
 
 
-def _series(configuration: Configuration, key: str):
-    """(generations, means, stds) in % for the generations that have `key`."""
-    rows = [row for row in configuration.rows if row[key] is not None]
+def _series(configuration: Configuration, key: str, scale: float = 100.0):
+    """(generations, means, stds), in % (or times `scale`), for the generations that have `key`."""
+    rows = [row for row in configuration.rows if row.get(key) is not None]
     generations = [row["generation"] for row in rows]
-    means = [100 * row[key].mean for row in rows]
-    stds = [100 * (row[key].std or 0.0) for row in rows]
+    means = [scale * row[key].mean for row in rows]
+    stds = [scale * (row[key].std or 0.0) for row in rows]
     return generations, means, stds
 
 
@@ -140,7 +141,7 @@ def plot_label_entropy(report: Report, path: str) -> Optional[str]:
     for configuration in report.configurations:
         by_generation: dict[int, list[np.ndarray]] = {}
         for run in configuration.runs:
-            if not os.path.exists(os.path.join(run.workdir, LABEL_SUMMARY)):
+            if not os.path.exists(os.path.join(run.workdir, results.LABELS_SUMMARY)):
                 continue
             summary = load_label_summary(run.workdir)
             for generation, entropies in zip(summary["generations"], summary["entropies"]):
@@ -185,4 +186,36 @@ def forest_plot(design, cells: Sequence, path: str) -> str:
     axis.axvline(0, color="black", linewidth=0.8)
     axis.set_xlabel(f"paired difference, {design.measure} points\n(dot and bar: mean and 95% interval; x: each seed)")
     axis.grid(axis="x", alpha=0.3)
+    return save_figure(figure, path)
+
+
+def plot_label_repair(report: Report, path: str) -> Optional[str]:
+    """Plot 5, for runs on --train_labels: per generation, how its handed-on labels (its argmax on the un-augmented
+    training images) compare with the dataset's labels, beside how well it fits the labels it was given
+    (memorisation), and how many given labels it repaired and broke; mean ± std over seeds. None (no file) when no
+    configuration has these metrics."""
+    shown = [c for c in report.configurations if any(row.get("labels_repaired") for row in c.rows)
+             or any(row.get("train_accuracy_dataset_labels") is not None for row in c.rows)]
+    if not shown:
+        return None
+    figure = new_figure(12.0, 4.2)
+    accuracy_axis, count_axis = figure.subplots(1, 2)
+    for configuration in shown:
+        for key, style, what in (("train_accuracy_dataset_labels", "-", "handed-on labels vs the dataset's"),
+                                 ("train_accuracy", ":", "fit to its given labels")):
+            generations, means, stds = _series(configuration, key)
+            accuracy_axis.errorbar(generations, means, yerr=stds, marker="o", linestyle=style, capsize=3,
+                                   label=f"{configuration.label}: {what}")
+        for key, marker in (("labels_repaired", "^"), ("labels_broken", "v")):
+            generations, means, stds = _series(configuration, key, scale=1.0)
+            count_axis.errorbar(generations, means, yerr=stds, marker=marker, capsize=3,
+                                label=f"{configuration.label}: {key.split('_')[1]}")
+    accuracy_axis.set_ylabel("training images (%)")
+    accuracy_axis.set_title(f"{report.dataset}: labels handed on, against the dataset's labels")
+    count_axis.set_ylabel("training images")
+    count_axis.set_title("given labels repaired and broken")
+    for axis in (accuracy_axis, count_axis):
+        _integer_ticks(axis, report)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="x-small")
     return save_figure(figure, path)

@@ -19,7 +19,6 @@ from lr_jax import results
 NOT_SETTINGS = ("seed", *config_lib.RUN_OPTION_FIELDS)
 
 ACCURACIES = (("val_accuracy", "validation"), ("test_accuracy", "test"))
-LABEL_SUMMARY = "labels_summary.npz"
 LABEL_SUMMARY_KEYS = ("images", "labels", "class_names", "probs", "entropies", "generations")
 
 
@@ -57,7 +56,7 @@ def load_run(workdir: str) -> Run:
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"{workdir}: no such run folder")
     payload = results.load_results(workdir)
-    return Run(workdir=workdir, payload=results.check_payload(payload, os.path.join(workdir, "results.json")))
+    return Run(workdir=workdir, payload=results.check_payload(payload, os.path.join(workdir, results.RESULTS_FILE)))
 
 
 def seed_of(run: Run) -> int:
@@ -66,9 +65,9 @@ def seed_of(run: Run) -> int:
 
 def load_label_summary(workdir: str) -> dict:
     """Reads `workdir/labels_summary.npz` (see results.write_label_summary); errors name the file."""
-    path = os.path.join(workdir, LABEL_SUMMARY)
+    path = os.path.join(workdir, results.LABELS_SUMMARY)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no {LABEL_SUMMARY} (written by runs of lr_jax with this report)")
+        raise FileNotFoundError(f"{path}: no {results.LABELS_SUMMARY} (written by runs of lr_jax with this report)")
     try:
         with np.load(path, allow_pickle=False) as data:
             summary = {key: data[key] for key in data.files}
@@ -101,7 +100,7 @@ def load_named_runs(root: str, folders: Sequence[str], prefix: str) -> dict[tupl
             continue
         for entry in sorted(os.listdir(path)):
             match = re.fullmatch(r"(.+)_seed(\d+)", entry)
-            if match and os.path.exists(os.path.join(path, entry, "results.json")):
+            if match and os.path.exists(os.path.join(path, entry, results.RESULTS_FILE)):
                 runs[(f"{folder}/{match.group(1)}", int(match.group(2)))] = load_run(os.path.join(path, entry))
     if not runs:
         raise FileNotFoundError(f"{root}: no run folders <name>_seed<S> with results.json under "
@@ -117,9 +116,19 @@ def runs_named(runs: dict[tuple[str, int], Run], name: str) -> list[Run]:
 # Configurations and their names.
 
 
+# Config fields added after runs were committed: at their defaults they are left out, so a run made before they
+# existed and one made after, with the same settings, are one configuration.
+LATER_FIELDS = ("crop", "crop_scale", "crop_ratio", "train_labels", "train_label_key")
+
+
 def settings_of(config: dict) -> dict:
-    """The settings that make a configuration: the config without run options and seed."""
-    settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+    """The settings that make a configuration: the config without run options and seed (and LATER_FIELDS at
+    their defaults); a label file counts by its name, not the folder it was read from."""
+    defaults = config_lib.DEFAULTS
+    settings = {k: v for k, v in config.items()
+                if k not in NOT_SETTINGS and not (k in LATER_FIELDS and v == defaults[k])}
+    if settings.get("train_labels"):
+        settings["train_labels"] = os.path.basename(str(settings["train_labels"]))
     if "refinery_workdir" in settings:
         settings["refinery_workdir"] = settings["refinery_workdir"] is not None
     return settings
@@ -156,6 +165,12 @@ def describe(settings: dict) -> list[str]:
         parts.append("refinery BatchNorm in train mode")
     if settings.get("refinery_workdir"):
         parts.append("reused refinery")
+    if settings.get("crop", "pad") != "pad":
+        scale = str(settings.get("crop_scale", config_lib.DEFAULTS["crop_scale"])).replace(",", "-")
+        parts.append(f"random-resized crops {scale}")
+    if settings.get("train_labels"):
+        key = settings.get("train_label_key")
+        parts.append(f"labels {os.path.basename(str(settings['train_labels']))}{'' if key is None else ' ' + key}")
     if settings.get("eval_flip"):
         parts.append("flip-averaged evaluation")
     return parts
@@ -179,7 +194,8 @@ def configuration_labels(all_settings: list[dict]) -> list[str]:
 def settings_line(settings: dict) -> str:
     keys = ("model", "refinery_model", "generations", "epochs", "batch_size", "learning_rate", "weight_decay",
             "schedule", "augment", "train_size", "val_size", "label_mode", "temperature", "gt_weight",
-            "label_smoothing", "adversarial_jitter", "dtype", "eval_flip")
+            "label_smoothing", "adversarial_jitter", "dtype", "eval_flip", "crop", "crop_scale", "train_labels",
+            "train_label_key")
     return ", ".join(f"{k}={format_value(settings[k])}" for k in keys if settings.get(k) is not None)
 
 

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from lr_jax import results
+from lr_jax import files, results
 from lr_jax.analysis import stats
 from lr_jax.analysis.runs import ACCURACIES, Configuration, Report, held_out_key, settings_line
 from lr_jax.analysis.stats import BASELINES, CONFIDENCE, Difference, Stat
@@ -194,8 +194,8 @@ def write_tables(report: Report, out: str) -> dict[str, str]:
     """Writes `out/summary.md` and `out/summary.csv` (each atomically); returns {"markdown": path, "csv": path}."""
     os.makedirs(out, exist_ok=True)
     paths = {"markdown": os.path.join(out, "summary.md"), "csv": os.path.join(out, "summary.csv")}
-    results.write_text_atomic(paths["markdown"], markdown_report(report))
-    results.write_text_atomic(paths["csv"], csv_report(report))
+    files.write_text_atomic(paths["markdown"], markdown_report(report))
+    files.write_text_atomic(paths["csv"], csv_report(report))
     return paths
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from lr_jax import results
+from lr_jax import files
 from lr_jax.data.dataset import Dataset, make_dataset
 from lr_jax.data.source_tree import walk_folder
 
@@ -67,7 +67,7 @@ def save_cached(path: str, dataset: Dataset) -> None:
     if dataset.test_images is not None:
         arrays.update(test_images=dataset.test_images, test_labels=dataset.test_labels)
     handle, temporary = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-    os.fchmod(handle, results.umask_mode())  # mkstemp's 0600 would hide a shared cache from its other users
+    os.fchmod(handle, files.umask_mode())  # mkstemp's 0600 would hide a shared cache from its other users
     try:
         with os.fdopen(handle, "wb") as f:
             np.savez(f, **arrays)

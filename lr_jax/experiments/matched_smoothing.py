@@ -12,49 +12,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import jax
 import numpy as np
 
-from lr_jax import augment, checkpoints, losses
-from lr_jax.data import load_dataset, make_splits
-from lr_jax.devices import make_predict, predict_probs, replicate
-from lr_jax.models import get_model
+from lr_jax import checkpoints, losses, run_data
 
 
-def crop_label_entropy(predict_fn, variables, splits, config: dict, count: int, batch_size: int, seed: int) -> float:
-    """Mean entropy of the model's softmax on `count` augmented crops (the training run's padding and flips) of
-    training images, drawn with replacement by `seed`."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.integers(0, len(splits.train_images), count)
+def crop_label_entropy(predict, splits, config: dict, count: int, batch_size: int, seed: int) -> float:
+    """Mean entropy of a model's softmax (`predict`, from run_data.generation_predictor) on `count` augmented crops
+    (the training run's crops and flips) of training images, drawn with replacement by `seed`."""
+    chosen = np.random.default_rng(seed).integers(0, len(splits.train_images), count)
     keys = jax.random.split(jax.random.PRNGKey(seed), count)
-    crop = jax.jit(lambda pixels, keys: augment.random_crop_flip(pixels, keys, config["crop_padding"], config["flip"]))
-    crops = np.concatenate([np.asarray(crop(splits.train_images[chosen[i:i + batch_size]], keys[i:i + batch_size]))
-                            for i in range(0, count, batch_size)])
-    probs = predict_probs(predict_fn, variables, crops, splits.mean, splits.std, batch_size)
-    return float(np.mean(np.asarray(losses.label_entropy(probs))))
+    crops = run_data.training_crops(splits.train_images, chosen, keys, config, batch_size)
+    return float(np.mean(np.asarray(losses.label_entropy(predict(crops, splits.mean, splits.std, batch_size)))))
 
 
 def matched_smoothing(run_dir: str, generation: int = 1, crops: int = 10000, batch_size: int = 256) -> dict:
     """{label_entropy_clean, label_entropy_crops, smoothing_clean, smoothing_crops, ...} for that generation."""
-    path = os.path.join(run_dir, "results.json")
-    try:
-        with open(path) as f:
-            payload = json.load(f)
-        config, run = payload["config"], payload["run"]
-    except (OSError, ValueError, KeyError) as error:
-        raise SystemExit(f"error: {path}: cannot read the run's config and run options ({error})")
-    arrays, info = checkpoints.load_generation(run_dir, generation)
-    data = load_dataset(config["dataset"], run.get("data_dir"), svhn_extra=config.get("svhn_extra", False),
-                        cache_dir=run.get("cache_dir"), tfds_data_dir=run.get("tfds_data_dir"))
-    splits = make_splits(data, config["val_size"], config["train_size"], config["seed"])
-    checkpoints.check_same_data(run_dir, splits)
-    predict_fn = make_predict(get_model(info["model_name"], splits.num_classes))
-    variables = replicate(arrays["variables"])
-    clean = float(np.mean(np.asarray(losses.label_entropy(arrays["soft_labels"]))))
-    on_crops = crop_label_entropy(predict_fn, variables, splits, config, crops, batch_size, config["seed"])
+    run = run_data.reload_run(run_dir)
+    splits = run.splits
+    predict, info = run_data.generation_predictor(run_dir, generation, splits.num_classes)
+    clean = float(np.mean(np.asarray(losses.label_entropy(info["arrays"]["soft_labels"]))))
+    on_crops = crop_label_entropy(predict, splits, run.config, crops, batch_size, run.config["seed"])
     return {
         "generation": generation,
         "model": info["model_name"],

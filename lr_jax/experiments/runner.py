@@ -11,8 +11,9 @@ import time
 from typing import Optional, Sequence
 
 from lr_jax import config as config_lib
-from lr_jax import checkpoints, distributed, interrupt, loop, refinery, results, step, xla_cpu
-from lr_jax.data import DataError, class_counts, load_dataset, make_splits
+from lr_jax import checkpoints, distributed, files, interrupt, loop, provenance, refinery, results, step, workdir
+from lr_jax import summaries, xla_cpu
+from lr_jax.data import DataError, class_counts, label_files, load_dataset, make_splits
 
 WRITE_ERROR_STATUS = 74  # sysexits.h EX_IOERR: a checkpoint or result file could not be written
 
@@ -47,15 +48,45 @@ HELP = {
     "coordinator_address": "multi-process runs: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)",
     "num_processes": "multi-process runs: how many processes (or JAX_NUM_PROCESSES)",
     "process_id": "multi-process runs: this process's index, 0 .. num_processes-1 (or JAX_PROCESS_ID)",
+    "momentum": "SGD momentum (Nesterov)",
+    "weight_decay": "L2 weight decay on kernels, added to the gradient",
+    "warmup_epochs": "epochs of linear learning-rate warm-up from 0",
+    "schedule": "learning-rate decay after the warm-up: cosine to 0, or piecewise (/10 at 50%% and 75%%)",
+    "dtype": "compute dtype of the convolutions; bfloat16 pays on GPUs and TPUs, not on CPUs",
+    "crop_padding": "pad-and-crop: zero padding on each side before the random crop",
+    "crop": "training crops: pad (pad by --crop_padding, random crop) or random_resized (the paper's: a random "
+    "area and aspect ratio, resized back)",
+    "crop_scale": "random_resized: the crop's area as a fraction of the image, MIN,MAX",
+    "crop_ratio": "random_resized: the crop's aspect ratio, MIN,MAX",
+    "train_labels": "a file of labels that replace the training images' (validation and test keep the dataset's): "
+    "CIFAR-10N's .pt, .npy/.npz, or CSV path,label / index,label (soft: prob_0..); see README",
+    "train_label_key": "the label set of a --train_labels file that holds several (e.g. worse_label)",
+    "refinery_workdir": "start the chain from a finished generation of this earlier run (same data and split) "
+    "instead of training generation 1",
+    "refinery_generation": "with --refinery_workdir: which of its generations (default: its newest)",
+    "eval_flip": "average validation and test predictions over each image and its mirror image (not the labels)",
+    "eval_batch_size": "images per prediction batch, over all devices",
+    "tensorboard": "write live training curves as TensorBoard event files into <workdir>/tensorboard",
 }
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2), not the usage of fifty flags."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(dataset: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog=f"python -m lr_jax.experiments.{dataset}",
         description=f"Label Refinery chain on {dataset}: generation 1 learns the ground truth, each later "
         "generation a fresh model trained on the previous one's soft labels.",
+        epilog="presets (--preset NAME; flags given with it override it):\n" + config_lib.describe_presets(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--config", metavar="FILE", help="settings from a file: a run's config.json or "
+                        "results.json, or a JSON preset file; flags given with it override it")
     for field in (*dataclasses.fields(config_lib.Config), *dataclasses.fields(config_lib.RunOptions)):
         if field.name == "dataset":
             continue
@@ -100,11 +131,11 @@ def make_logger(workdir: Optional[str], enabled: bool = True, earlier: Optional[
         if failed:
             return
         try:
-            with open(os.path.join(workdir, "log.txt"), "a") as f:
+            with open(os.path.join(workdir, results.LOG_FILE), "a") as f:
                 f.write("".join(earlier_line + "\n" for earlier_line in earlier or ()) + line + "\n")
         except OSError as error:
             failed.append(error)
-            print(f"warning: cannot append to {os.path.join(workdir, 'log.txt')} ({error}); lines go to the "
+            print(f"warning: cannot append to {os.path.join(workdir, results.LOG_FILE)} ({error}); lines go to the "
                   f"terminal only", file=sys.stderr, flush=True)
             return
         if earlier:
@@ -113,11 +144,32 @@ def make_logger(workdir: Optional[str], enabled: bool = True, earlier: Optional[
     return log
 
 
-def _read_data(config, options, log):
-    """(data, splits, description) from --data_dir or TFDS, checked; the description is logged."""
+def read_splits(config: config_lib.Config, options: config_lib.RunOptions, log=print) -> tuple:
+    """(dataset, splits, label source or None): the data a run trains on, from --data_dir or TFDS; the validation
+    split (and --train_size) drawn from the dataset's own labels; then the training images relabelled by
+    --train_labels, whose record (file, key, sha256, noise rates) is returned. Runs and tools reloading a run
+    (lr_jax.run_data) read data through this one function."""
     data = load_dataset(config.dataset, options.data_dir, svhn_extra=config.svhn_extra, cache_dir=options.cache_dir,
                         log=log, tfds_data_dir=options.tfds_data_dir)
-    splits = make_splits(data, config.val_size, config.train_size, config.seed)
+    replacement, source = None, None
+    if config.train_labels:
+        replacement = label_files.load_train_labels(config.train_labels, label_files.image_order(data),
+                                                    data.num_classes, config.train_label_key)
+        source = label_files.label_source_record(config.train_labels, config.train_label_key,
+                                                 label_files.file_sha256(config.train_labels), replacement,
+                                                 data.train_labels)
+    splits = make_splits(data, config.val_size, config.train_size, config.seed, train_labels=replacement)
+    if source is not None:
+        source["noise_rate_train"] = label_files.noise_rate(splits.train_labels, splits.dataset_train_labels)
+        log(f"training labels from {source['file']}{'' if source['key'] is None else ' [' + source['key'] + ']'}: "
+            f"{100 * source['noise_rate_train']:.2f}% of the training images' labels differ from the dataset's "
+            f"(validation keeps the dataset's labels)")
+    return data, splits, source
+
+
+def _read_data(config, options, log):
+    """(data, splits, label source, description) from --data_dir or TFDS, checked; the description is logged."""
+    data, splits, source = read_splits(config, options, log)
     train_counts = class_counts(splits.train_labels, splits.num_classes)
     description = (
         f"{data.source}: {len(splits.train_labels)} train / {len(splits.val_labels)} validation / "
@@ -126,10 +178,25 @@ def _read_data(config, options, log):
     )
     log(description)
     log(f"train images per class: {dict(zip(splits.class_names, train_counts))}")
-    return data, splits, description
+    return data, splits, source, description
 
 
-def _dataset_info(data, splits, description: str) -> dict:
+def check_against_data(config: config_lib.Config, splits) -> None:
+    """What would otherwise fail once training starts, checked while nothing is written yet (DataError /
+    CheckpointError): the batch against the training images and the devices, and --refinery_workdir's data and
+    generation."""
+    import jax
+
+    try:
+        step.step_options(config, jax.device_count(), len(splits.train_images), refined=False)
+    except ValueError as error:
+        raise DataError(str(error)) from None
+    if config.refinery_workdir:
+        workdir.check_same_data(config.refinery_workdir, splits)
+        checkpoints.load_generation(config.refinery_workdir, config.refinery_generation)
+
+
+def _dataset_info(data, splits, description: str, label_source: Optional[dict]) -> dict:
     import jax
 
     return {
@@ -143,6 +210,7 @@ def _dataset_info(data, splits, description: str) -> dict:
         "processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
         "xla_cpu_path": xla_cpu.path(),
+        "label_source": label_source,  # --train_labels: file, key, sha256, noise rates; None: the dataset's labels
     }
 
 
@@ -154,20 +222,21 @@ def run(dataset: str, argv: Optional[Sequence[str]] = None) -> dict:
     from its last checkpoint. With several processes, process 0 alone writes results and logs. While it runs,
     SIGTERM and SIGINT stop it cleanly (lr_jax.interrupt): the state is saved at the next step, results of the
     finished generations are written and interrupt.Interrupted says where it stopped; a second run on the same
-    --workdir meets checkpoints.WorkdirInUse."""
+    --workdir meets workdir.WorkdirInUse."""
     parser = build_parser(dataset)
     args = vars(parser.parse_args(argv))
     progress = not args.pop("no_progress")
     overwrite = args.pop("overwrite")
+    config_file = args.pop("config")
     try:
-        config, options = config_lib.build_config(dataset, args)
+        config, options = config_lib.build_config(dataset, args, config_file)
         distributed.initialize(options.coordinator_address, options.num_processes, options.process_id)
         import jax
 
         step.check_batch_divides(config.batch_size, jax.device_count())
     except ValueError as error:
         parser.error(str(error))
-    with interrupt.stop_on_signals(), checkpoints.workdir_lock(options.workdir):
+    with interrupt.stop_on_signals(), workdir.workdir_lock(options.workdir):
         return _run_locked(config, options, overwrite, progress)
 
 
@@ -179,11 +248,12 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
     early_lines: list = []  # logged before the workdir is prepared; written into its log.txt later
     log = make_logger(None, main_process, early_lines)
     start = time.perf_counter()
-    code = results.code_version()  # the code this process imported, whatever the work tree holds later
-    data, splits, description = _read_data(config, options, log)
+    code = provenance.code_version()  # the code this process imported, whatever the work tree holds later
+    data, splits, label_source, description = _read_data(config, options, log)
     data_seconds = time.perf_counter() - start
-    record = checkpoints.run_record(dataclasses.asdict(config), splits)
-    resuming = checkpoints.prepare_workdir(options.workdir, record, overwrite, log)
+    check_against_data(config, splits)
+    record = workdir.run_record(dataclasses.asdict(config), splits)
+    resuming = workdir.prepare_workdir(options.workdir, record, overwrite, log)
     log = make_logger(options.workdir, main_process, early_lines)
     earlier_wall_seconds = 0.0
     if resuming:
@@ -191,7 +261,7 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
         earlier_wall_seconds = results.previous_wall_seconds(options.workdir)
     log(f"devices: {jax.device_count()} x {jax.devices()[0].platform} in {jax.process_count()} process(es); "
         f"config: {dataclasses.asdict(config)}; run options: {dataclasses.asdict(options)}")
-    dataset_info = _dataset_info(data, splits, description)
+    dataset_info = _dataset_info(data, splits, description, label_source)
     recorder = Recorder(config, options, splits, dataset_info, code, start, data_seconds, earlier_wall_seconds,
                         main_process)
     try:
@@ -204,13 +274,13 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
             recorder.write()  # this invocation's time too, for the resumed run's wall time
         log(str(stop), echo=False)  # main() prints it
         raise
-    except (loop.NonFiniteLossError, checkpoints.CheckpointError, results.WriteError) as error:
+    except (loop.NonFiniteLossError, checkpoints.CheckpointError, files.WriteError) as error:
         log(f"error: {error}", echo=False)  # main() prints it
         raise
     recorder.write()  # also when every generation was reloaded
     rows = [g.metrics for g in recorder.chain]
     log("\n" + results.markdown_table(rows))
-    log(f"wall time {time.perf_counter() - start:.1f} s (this invocation); results in {os.path.join(options.workdir, 'results.json')}")
+    log(f"wall time {time.perf_counter() - start:.1f} s (this invocation); results in {os.path.join(options.workdir, results.RESULTS_FILE)}")
     distributed.barrier("results_written")
     return results.load_results(options.workdir)
 
@@ -218,13 +288,14 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
 @dataclasses.dataclass
 class Recorder:
     """Writes a run's results (results.json, results.md, labels_summary.npz) as the chain's generations arrive:
-    after each generation trained by this invocation, and when asked (at the end, or when the run stops early)."""
+    after each generation trained by this invocation, and when asked (at the end, or when the run stops early);
+    with --tensorboard, each generation trained here also goes to the chain's TensorBoard curves."""
 
     config: config_lib.Config
     options: config_lib.RunOptions
     splits: object
     dataset_info: dict
-    code: dict  # results.code_version() when the invocation started
+    code: dict  # provenance.code_version() when the invocation started
     start: float  # time.perf_counter() when the invocation started
     data_seconds: float
     earlier_wall_seconds: float  # the wall time of the invocations this one resumes
@@ -238,6 +309,8 @@ class Recorder:
         if not result.reloaded:
             self.trained_now.append(result.metrics)
             self.write()
+            if self.main_process and self.options.tensorboard:
+                summaries.write_generation(self.options.workdir, result.metrics)
 
     def write(self) -> None:
         if not self.main_process:
@@ -267,7 +340,7 @@ def main(dataset: str, argv: Optional[Sequence[str]] = None) -> None:
     except interrupt.Interrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(interrupt.EXIT_STATUS)
-    except results.WriteError as error:
+    except files.WriteError as error:
         print(f"error: {error}. Free some space (or fix the file system) and rerun the same command: it resumes "
               f"from what was kept", file=sys.stderr)
         sys.exit(WRITE_ERROR_STATUS)

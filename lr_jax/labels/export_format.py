@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lr_jax import results
+from lr_jax import files
 from lr_jax.labels import checks
 
 EXPORT_FORMAT = 1
@@ -78,11 +78,11 @@ def write_labels(path: str, ids, given, soft_labels, class_names: Sequence[str],
               "class_names": np.asarray([str(name) for name in class_names], dtype=str),
               "source": np.asarray(source_json), "format": np.asarray(EXPORT_FORMAT, np.int64)}
     if extension == ".npz":
-        results.write_atomic(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
+        files.write_atomic(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
         return path
     sidecar = {"format": EXPORT_FORMAT, "class_names": arrays["class_names"].tolist(), "source": source}
-    results.write_text_atomic(sidecar_path(path), json.dumps(sidecar, indent=2) + "\n")
-    results.write_text_atomic(path, _csv_text(arrays, kind))
+    files.write_text_atomic(sidecar_path(path), json.dumps(sidecar, indent=2) + "\n")
+    files.write_text_atomic(path, _csv_text(arrays, kind))
     return path
 
 
