@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import time
 import types
@@ -34,7 +35,7 @@ def _timed(run: Callable[[int], object], steps: int, profile_dir: Optional[str] 
 
 def benchmark(model_name: str, batch_size: int, steps: int, label_mode: str = "precomputed",
               image_size: int = 32, num_classes: int = 10, adversarial_jitter: float = 0.0,
-              dtype: str = "float32", profile_dir: Optional[str] = None) -> dict:
+              dtype: str = "float32", profile_dir: Optional[str] = None, crop: str = "pad") -> dict:
     """Times `steps` train steps and `steps` prediction batches of `batch_size` after a warm-up each."""
     devices = jax.local_device_count()
     rng = np.random.default_rng(0)
@@ -43,7 +44,7 @@ def benchmark(model_name: str, batch_size: int, steps: int, label_mode: str = "p
     labels = rng.integers(0, num_classes, num_images).astype(np.int32)
     targets = np.eye(num_classes, dtype=np.float32)[labels]
     config = Config(model=model_name, batch_size=batch_size, epochs=1, label_mode=label_mode,
-                    adversarial_jitter=adversarial_jitter, dtype=dtype)
+                    adversarial_jitter=adversarial_jitter, dtype=dtype, crop=crop)
     options = step.step_options(config, devices, num_images, refined=True,  # what a refined generation runs
                                 online=label_mode == "online")
     model = get_model(model_name, num_classes, step.compute_dtype(dtype))
@@ -70,7 +71,7 @@ def benchmark(model_name: str, batch_size: int, steps: int, label_mode: str = "p
     predict_seconds = _timed(lambda count: jax.block_until_ready([predict_fn(variables, shards, *batch)
                                                                   for _ in range(count)]), steps)
     return {"model": model_name, "batch_size": batch_size, "devices": devices, "label_mode": label_mode,
-            "adversarial_jitter": adversarial_jitter, "dtype": dtype, "steps": steps,
+            "adversarial_jitter": adversarial_jitter, "dtype": dtype, "crop": crop, "steps": steps,
             "train_steps_run": int(unreplicate(args.state.step)),  # the timed steps and the warm-up step
             "train_images_per_second": steps * batch_size / train_seconds,
             "predict_images_per_second": steps * batch_size / predict_seconds}
@@ -84,6 +85,7 @@ def main(argv=None) -> None:
     parser.add_argument("--label_modes", default="precomputed", help="comma-separated: precomputed,online")
     parser.add_argument("--adversarial_jitter", type=float, default=0.0)
     parser.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16")
+    parser.add_argument("--crops", default="pad", help="comma-separated training crops: pad,random_resized")
     parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the timed train steps")
     args = parser.parse_args(argv)
     if args.profile:  # XLA:CPU records each thunk (op) in the trace only when asked, before the backend starts
@@ -92,10 +94,10 @@ def main(argv=None) -> None:
     print(f"{jax.local_device_count()} x {device.platform} ({device.device_kind}); XLA:CPU path: {xla_cpu.path()}")
     for model_name in args.models.split(","):
         for mode in args.label_modes.split(","):
-            for dtype in args.dtypes.split(","):
+            for dtype, crop in itertools.product(args.dtypes.split(","), args.crops.split(",")):
                 r = benchmark(model_name, args.batch_size, args.steps, mode, adversarial_jitter=args.adversarial_jitter,
-                              dtype=dtype, profile_dir=args.profile)
-                print(f"{r['model']:>10} batch {r['batch_size']} {r['label_mode']:>11} {dtype:>8} jitter "
+                              dtype=dtype, profile_dir=args.profile, crop=crop)
+                print(f"{r['model']:>10} batch {r['batch_size']} {r['label_mode']:>11} {dtype:>8} {crop:>14} jitter "
                       f"{r['adversarial_jitter']}: train {r['train_images_per_second']:.0f} images/s, predict "
                       f"{r['predict_images_per_second']:.0f} images/s ({r['steps']} steps, "
                       f"{r['train_images_per_second'] / r['batch_size']:.1f} train steps/s)")
