@@ -23,6 +23,7 @@ done
 [ ${#copied[@]} -gt 0 ] || { echo "collect_part_two.sh: no run with results.json under $root/stronger" >&2; exit 2; }
 python -m lr_jax.report "${copied[@]}" "$dest_root"/part_two_online/ground_truth_seed*/ --out "$dest/report" \
   --reference "$dest_root/part_two_online/ground_truth_seed0" --examples "$dest/online_seed0"
-# The headline: every design's paired differences against its controls, with 95% intervals and per-seed values.
+# The headline: every design's paired differences against its controls, with 95% intervals and per-seed values,
+# flip-averaged and without flip averaging.
 python -m lr_jax.experiments.part_two_table "$dest_root" --out "$dest_root/part_two_headline.md" \
-  --plot "$dest_root/part_two_headline.png" > /dev/null
+  --plot "$dest_root/part_two_headline.png" --both_evaluations > /dev/null

@@ -121,6 +121,6 @@ def test_headline_command_and_forest_plot(root, tmp_path, capsys):
 
 def test_part_two_is_one_declaration():
     part_two = designs.PART_TWO
-    assert len(part_two.comparisons) == 13 and part_two.folders == ("online", "stronger", "converged")
-    assert [part_two.folder_number(c) for c in part_two.comparisons] == [1] * 7 + [2] * 3 + [3] * 3
+    assert len(part_two.comparisons) == 14 and part_two.folders == ("online", "stronger", "converged")
+    assert [part_two.folder_number(c) for c in part_two.comparisons] == [1] * 8 + [2] * 3 + [3] * 3
     assert all(name.split("/")[0] in part_two.folders for c in part_two.comparisons for name in c.names)
