@@ -124,3 +124,24 @@ def test_part_two_is_one_declaration():
     assert len(part_two.comparisons) == 14 and part_two.folders == ("online", "stronger", "converged")
     assert [part_two.folder_number(c) for c in part_two.comparisons] == [1] * 8 + [2] * 3 + [3] * 3
     assert all(name.split("/")[0] in part_two.folders for c in part_two.comparisons for name in c.names)
+
+
+def test_part_three_recovered_fraction_by_hand(tmp_path):
+    """PART_THREE's recovered fraction (refined - noisy) / (clean - noisy) on runs laid out as collected: the worst
+    labels' chain at generation 2 (0.78, 0.80, 0.81), its independent models' generation 1 (0.70, 0.72, 0.75) and
+    the clean runs' generation 1 (0.90, 0.92, 0.95) -> 0.08/0.20, 0.08/0.20, 0.06/0.20 = 40%, 40%, 30%."""
+    noisy, clean, refined = (0.70, 0.72, 0.75), (0.90, 0.92, 0.95), (0.78, 0.80, 0.81)
+    for seed in range(3):
+        write_run(tmp_path / "part_three_worst" / f"online_seed{seed}",
+                  [generation_row(1, noisy[seed]), generation_row(2, refined[seed])], seed=seed)
+        write_run(tmp_path / "part_three_worst" / f"ground_truth_seed{seed}",
+                  [generation_row(1, noisy[seed]), generation_row(2, noisy[seed])], seed=seed)
+        write_run(tmp_path / "part_two_online" / f"online_seed{seed}", [generation_row(1, clean[seed])], seed=seed)
+    part_three = designs.PART_THREE
+    assert all(name.split("/")[0] in part_three.folders for c in part_three.comparisons for name in c.names)
+    cells = designs.headline_cells(part_three, part_three.load_runs(str(tmp_path)))
+    recovered = [cell for cell in cells if cell.comparison.quantity is designs.RECOVERED]
+    assert [cell.column for cell in recovered] == [2]
+    assert recovered[0].values == pytest.approx({0: 0.4, 1: 0.4, 2: 0.3})
+    ceiling = next(cell for cell in cells if cell.comparison.text.startswith("clean labels"))
+    assert ceiling.values == pytest.approx({0: 0.2, 1: 0.2, 2: 0.2})

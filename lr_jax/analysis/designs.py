@@ -152,3 +152,56 @@ PART_TWO = Design("Part two", ("online", "stronger", "converged"), "part_two_", 
     Comparison("3", "ensemble of the chain's generations minus the chain's own generation 1", _CONVERGED, _CONVERGED,
                _AGAINST_FIRST, key=ENSEMBLE),
 ))
+
+
+# Part three (experiments/README.md, Part three): Label Refinery where its premise holds. Design 1: CIFAR-10N's worst
+# labels (40.2% wrong); design 2: its aggregate (9.0%) and one annotator's (17.2%) labels; design 3: random-resized
+# crops. The clean-label ceiling is Part two's generation 1 of the same seed (its collected folder part_two_online).
+RECOVERED = Quantity("recovered fraction", lambda refined, noisy, clean: (refined - noisy) / (clean - noisy), "percent")
+_WORST, _WORST_MODELS = "worst/online", "worst/ground_truth"
+_CLEAN = "part_two_online/online"
+_RECOVERY = Generations(((2, 2, 1, 1), (3, 3, 1, 1)))  # generation k of the chain, the noisy and clean generation 1
+
+
+def _label_set(group: str, folder: str) -> tuple[Comparison, ...]:
+    """The comparisons every CIFAR-10N label set gets: the online chain against independent models on the same
+    labels (generation k, ensembles), the clean ceiling, and the fraction of the noise's cost recovered."""
+    chain, models = f"{folder}/online", f"{folder}/ground_truth"
+    return (
+        Comparison(group, "online chain minus independent models on the same labels", chain, models,
+                   _SAME_GENERATION),
+        Comparison(group.split(".")[0], "ensemble of the chain's generations minus ensemble of as many independent "
+                   "models", chain, models, _SAME_GENERATION, key=ENSEMBLE),
+        Comparison(group.split(".")[0], "clean labels (Part two's generation 1) minus the noisy labels' generation 1",
+                   _CLEAN, models, _at(1, 1, 1)),
+        Comparison(group.split(".")[0], "recovered fraction: (chain's generation k - noisy) / (clean - noisy)", chain,
+                   models, _RECOVERY, quantity=RECOVERED, others=(_CLEAN,)),
+        Comparison(group.split(".")[0], "labels handed on, accuracy against the dataset's labels: chain minus "
+                   "independent models", chain, models, _SAME_GENERATION, key="train_accuracy_dataset_labels"),
+    )
+
+
+PART_THREE = Design("Part three", ("worst", "aggre", "random1", "crops_008", "crops_035", "part_two_online"),
+                    "part_three_", (
+    *_label_set("1. CIFAR-10N worst labels (40.2% wrong)", "worst"),
+    Comparison("1", "precomputed chain (the blog's) minus independent models on the same labels", "worst/precomputed",
+               _WORST_MODELS, _SAME_GENERATION),
+    Comparison("1", "entropy-matched label smoothing minus the noisy labels' generation 1", "worst/matched_smoothing",
+               _WORST_MODELS, _at(1, 1, 1)),
+    Comparison("1", "distillation (T = 4, given-label weight 0.5) minus independent model 2", "worst/distillation",
+               _WORST_MODELS, _at(2, 2, 2)),
+    Comparison("1", "compute-matched run (36 epochs) on the same labels minus generation 1", "worst/compute_matched",
+               _WORST_MODELS, _at(1, 1, 1)),
+    Comparison("1", "compute-matched run minus the chain's last generation (same SGD steps)", "worst/compute_matched",
+               _WORST, _at(LAST, 1, LAST)),
+    *_label_set("2. CIFAR-10N aggregate labels (9.0% wrong)", "aggre"),
+    *_label_set("3. CIFAR-10N one annotator's labels (17.2% wrong)", "random1"),
+    *(comparison for scale, folder in (("0.08-1", "crops_008"), ("0.35-1", "crops_035")) for comparison in (
+        Comparison(f"4. random-resized crops, scale {scale}", "online chain minus independent ground-truth models",
+                   f"{folder}/online", f"{folder}/ground_truth", _SAME_GENERATION),
+        Comparison("4", "ensemble of the chain's generations minus ensemble of as many ground-truth models",
+                   f"{folder}/online", f"{folder}/ground_truth", _SAME_GENERATION, key=ENSEMBLE),
+        Comparison("4", "generation 1 with these crops minus generation 1 with pad-and-crop (Part two)",
+                   f"{folder}/ground_truth", _CLEAN, _at(1, 1, 1)),
+    )),
+))
