@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from typing import Optional, Sequence
 
 import jax.numpy as jnp
@@ -47,11 +48,15 @@ class GenerationPlan:
     source: LabelSource
     teacher: Optional[Teacher]
     step_options: step.StepOptions
+    label_file: Optional[str] = None  # --train_labels: the given labels are that file's, not the dataset's
 
     @property
     def trained_on(self) -> str:
-        """results.json's `trained_on`: "ground truth" or "generation k" (the refinery that made the labels)."""
-        return self.source.value if self.teacher is None else f"generation {self.teacher.generation}"
+        """results.json's `trained_on`: "ground truth" (the dataset's labels), "given labels (FILE NAME)" (a
+        --train_labels file's) or "generation k" (the refinery that made the labels)."""
+        if self.teacher is not None:
+            return f"generation {self.teacher.generation}"
+        return self.source.value if self.label_file is None else f"given labels ({os.path.basename(self.label_file)})"
 
     @property
     def label_mode(self) -> str:
@@ -60,8 +65,8 @@ class GenerationPlan:
 
     @property
     def describe_labels(self) -> str:
-        """The labels as the log names them: "ground truth" or "labels of generation k"."""
-        return self.source.value if self.teacher is None else f"labels of generation {self.teacher.generation}"
+        """The labels as the log names them: as `trained_on`, "labels of generation k" for a refinery's."""
+        return self.trained_on if self.teacher is None else f"labels of generation {self.teacher.generation}"
 
     @property
     def refinery_model(self) -> Optional[str]:
@@ -92,7 +97,8 @@ def plan_generation(config: Config, generation: int, previous: Sequence, num_dev
     source = LabelSource.GROUND_TRUTH if teacher is None else REFINED_SOURCES[config.label_mode]
     options = step.step_options(config, num_devices, num_train, refined=teacher is not None,
                                 online=source is LabelSource.ONLINE)
-    return GenerationPlan(generation, model_for_generation(config, generation), source, teacher, options)
+    label_file = config.train_labels if source is LabelSource.GROUND_TRUTH else None
+    return GenerationPlan(generation, model_for_generation(config, generation), source, teacher, options, label_file)
 
 
 def ground_truth_targets(splits: Splits, config: Config) -> np.ndarray:

@@ -108,6 +108,8 @@ def test_a_run_on_replaced_labels_records_their_source_and_repairs(folder):
     assert source["noise_rate"] == pytest.approx(12 / 48)  # every 4th of the 48 images relabelled
     assert 0 < source["noise_rate_train"] < 1 and clean["dataset"]["label_source"] is None
     assert "of the training images' labels differ from the dataset's" in (noisy_run / "log.txt").read_text()
+    assert [row["trained_on"] for row in result["generations"]] == ["given labels (noisy.csv)", "generation 1"]
+    assert "training tiny_cnn on given labels (noisy.csv)" in (noisy_run / "log.txt").read_text()
     for row in result["generations"]:
         assert {"train_accuracy_dataset_labels", "labels_repaired", "labels_broken"} <= set(row)
         assert row["labels_repaired"] >= 0 and row["labels_broken"] >= 0
