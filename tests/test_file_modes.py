@@ -53,3 +53,23 @@ def test_a_run_its_cache_and_its_portable_copy_are_readable_by_others(tmp_path):
     assert copied.returncode == 0, copied.stderr[-2000:]
     copies = [path for path in copy.rglob("*") if path.is_file()]
     assert copies and all(mode_of(path) == 0o644 for path in copies), {p.name: oct(mode_of(p)) for p in copies}
+
+
+def test_a_fresh_clone_after_the_readme_install_records_clean_code(tmp_path):
+    """pip install -e . writes lr_jax.egg-info/ (and Python writes __pycache__/): neither is tracked, so the code
+    version of a fresh clone after the README's install says dirty: false."""
+    from lr_jax import provenance
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], check=True, timeout=120)
+    # What `pip install -e . --no-deps` writes into the checkout: setuptools' egg_info step.
+    built = subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "egg_info"], cwd=clone,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert (clone / "lr_jax.egg-info" / "PKG-INFO").exists()
+    (clone / "lr_jax" / "__pycache__").mkdir(exist_ok=True)
+    (clone / "lr_jax" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"")
+    version = provenance.code_version(str(clone))
+    assert version["dirty"] is False and len(version["commit"]) == 40
+    (clone / "lr_jax" / "losses.py").write_text("# edited\n")  # a tracked source file changed: dirty
+    assert provenance.code_version(str(clone))["dirty"] is True
