@@ -1,4 +1,11 @@
-"""Replacement training labels from a file (CIFAR-10N .pt, .npy/.npz, CSV), validated and matched to the images."""
+"""Replacement training labels from a file (CIFAR-10N .pt, .npy/.npz, CSV), validated and matched to the images.
+
+Coverage: a label file has a row for every image of the dataset's train split, except an export of
+`python -m lr_jax.labels export` (.csv or .npz), which covers the training images of the run it came from: its
+images without a row get NO_ROW (hard) or a NaN row (soft), which `data.splits.make_splits` accepts for images the
+run does not train on (validation, --train_size leftovers) and refuses for a training image. A CSV's hard label
+EXCLUDED (-1) leaves that image out of training (make_splits drops it after the validation split is drawn, so
+validation is unchanged; on a validation image it changes nothing)."""
 
 from __future__ import annotations
 
@@ -14,36 +21,18 @@ from typing import Optional, Sequence
 import numpy as np
 
 from lr_jax.data.cifar_archive import PICKLE_GLOBALS  # numpy arrays, dtypes and byte strings, nothing else
-from lr_jax.data.dataset import DataError
+from lr_jax.data.label_values import (  # noqa: F401 (re-exported: label_files is where callers look)
+    EXCLUDED, LISTED, NO_ROW, SOFT_SUM_TOLERANCE, LabelFileError, LabelTable, check_labels, labelled, listed,
+    noise_rate,
+)
 
-SOFT_SUM_TOLERANCE = 1e-3  # how far a soft label's row may sum from 1
 PROB_PREFIX = "prob_"  # soft-label CSV columns: prob_0 .. prob_{C-1}
 SUPPORTED = ".pt/.pth (PyTorch-saved dict of numpy arrays, e.g. CIFAR-10_human.pt), .npy, .npz, .csv"
-CSV_FORMATS = ("path,label | index,label | path,prob_0,..,prob_{C-1} | index,prob_0,..,prob_{C-1} | an export of "
-               "python -m lr_jax.labels (path|index,label,given_label,confidence,prob_0,..: its probabilities are read)")
+CSV_FORMATS = ("path,label | index,label (label -1: leave the image out of training) | path,prob_0,..,prob_{C-1} | "
+               "index,prob_0,..,prob_{C-1} | an export of python -m lr_jax.labels (path|index,label,given_label,"
+               "confidence,prob_0,..: its probabilities are read)")
 EXPORT_COLUMNS = ("label", "given_label", "confidence")  # lr_jax.labels.export_format's columns before prob_0..
-LISTED = 5  # how many offending entries a message names
-
-
-class LabelFileError(DataError):
-    """A label file that cannot be used; the one-line message names the file and the problem."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelTable:
-    """Labels as a file holds them: hard (N,) int64 or soft (N, C) float32 rows, keyed by official index (row i is
-    the image of official index i; `paths` None) or by image path (`paths[i]`, relative to the image-folder root)."""
-
-    labels: np.ndarray
-    where: str  # the file (and key), for messages
-    paths: Optional[tuple] = None
-
-    @property
-    def soft(self) -> bool:
-        return self.labels.ndim == 2
+EXPORT_KEYS = ("soft_labels", "label", "given_label")  # an export .npz's label sets (--train_label_key; soft first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +46,6 @@ class ImageOrder:
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.paths)
-
-
-def _listed(items: Sequence) -> str:
-    shown = ", ".join(str(item) for item in list(items)[:LISTED])
-    return shown + (f" (+{len(items) - LISTED} more)" if len(items) > LISTED else "")
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -84,7 +68,7 @@ def read_torch_arrays(path: str) -> dict[str, np.ndarray]:
             members = [m for m in archive.namelist() if m.rsplit("/", 1)[-1] == "data.pkl"]
             if len(members) != 1:
                 raise LabelFileError(f"{path}: expected one data.pkl in the zip (torch.save's layout), found "
-                                     f"{len(members)} among {_listed(archive.namelist())}")
+                                     f"{len(members)} among {listed(archive.namelist())}")
             data = archive.read(members[0])
     except (zipfile.BadZipFile, OSError) as error:
         raise LabelFileError(f"{path}: cannot read it as a PyTorch-saved zip ({error})") from None
@@ -96,7 +80,7 @@ def read_torch_arrays(path: str) -> dict[str, np.ndarray]:
         raise LabelFileError(f"{path}: holds a {type(loaded).__name__}, expected a dict of label arrays")
     bad = [str(k) for k, v in loaded.items() if not isinstance(v, np.ndarray) or v.dtype == object]
     if bad:
-        raise LabelFileError(f"{path}: entries {_listed(bad)} are not numeric numpy arrays")
+        raise LabelFileError(f"{path}: entries {listed(bad)} are not numeric numpy arrays")
     return {str(k): v for k, v in loaded.items()}
 
 
@@ -110,31 +94,6 @@ def select_array(arrays: dict, key: Optional[str], path: str) -> tuple[np.ndarra
     elif key not in arrays:
         raise LabelFileError(f"{path}: no key {key!r}; it holds {', '.join(sorted(arrays))}")
     return arrays[key], f"{path} [{key}]"
-
-
-def check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray:
-    """Hard labels (N,) integers in [0, num_classes) -> int64; soft (N, num_classes) non-negative rows summing
-    to 1 -> float32. Anything else is a LabelFileError naming `where`."""
-    labels = np.asarray(labels)
-    if labels.ndim == 1:
-        if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-            raise LabelFileError(f"{where}: hard labels must be integers, got {labels.dtype} "
-                                 f"(soft labels are (N, {num_classes}) probabilities)")
-        outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
-        if len(outside):
-            raise LabelFileError(f"{where}: {len(outside)} label(s) outside [0, {num_classes}), e.g. "
-                                 f"{labels[outside[0]]} in row {outside[0]} (0-based)")
-        return labels.astype(np.int64)
-    if labels.ndim != 2 or labels.shape[1] != num_classes or not np.issubdtype(labels.dtype, np.floating):
-        raise LabelFileError(f"{where}: expected hard labels (N,) integers or soft labels (N, {num_classes}) "
-                             f"floats, got {labels.dtype} {labels.shape}")
-    if not np.all(np.isfinite(labels)) or labels.min(initial=0.0) < 0:
-        raise LabelFileError(f"{where}: soft labels must be finite and non-negative")
-    off = np.flatnonzero(np.abs(labels.sum(axis=1) - 1.0) > SOFT_SUM_TOLERANCE)
-    if len(off):
-        raise LabelFileError(f"{where}: {len(off)} soft-label row(s) do not sum to 1, e.g. row {off[0]} (0-based) "
-                             f"sums to {labels[off[0]].sum():.4f}")
-    return labels.astype(np.float32)
 
 
 def read_label_file(path: str, num_classes: int, key: Optional[str] = None) -> LabelTable:
@@ -151,10 +110,29 @@ def read_label_file(path: str, num_classes: int, key: Optional[str] = None) -> L
         arrays = read_torch_arrays(path)
     elif lower.endswith((".npy", ".npz")):
         arrays = _read_numpy(path, key)
+        if {"format", "ids", *EXPORT_KEYS} <= set(arrays):
+            return _export_table(arrays, key, path, num_classes)
     else:
         raise LabelFileError(f"{path}: unknown label file type; supported: {SUPPORTED}")
     labels, where = select_array(arrays, key, path)
     return LabelTable(check_labels(labels, num_classes, where), where)
+
+
+def _export_table(arrays: dict, key: Optional[str], path: str, num_classes: int) -> LabelTable:
+    """An export .npz (lr_jax.labels.export_format): its soft labels (or with `key`, its hard `label` or
+    `given_label`), keyed by its ids, covering one run's training images (partial)."""
+    labels, where = select_array({name: arrays[name] for name in EXPORT_KEYS}, key or EXPORT_KEYS[0], path)
+    labels = check_labels(labels, num_classes, where)
+    ids = arrays["ids"]
+    if ids.shape != (len(labels),) or ids.dtype.kind not in "iuU":
+        raise LabelFileError(f"{path}: ids must be {len(labels)} paths or indices, got {ids.dtype} {ids.shape}")
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise LabelFileError(f"{path}: {int((counts > 1).sum())} id(s) hold several rows, e.g. "
+                             f"{values[counts > 1][0]!r}")
+    if ids.dtype.kind == "U":
+        return LabelTable(labels, where, paths=tuple(ids.tolist()), partial=True)
+    return LabelTable(labels, where, indices=ids.astype(np.int64), partial=True)
 
 
 def _read_numpy(path: str, key: Optional[str]) -> dict[str, np.ndarray]:
@@ -187,7 +165,8 @@ def read_csv_labels(path: str, num_classes: int) -> LabelTable:
                              f"(C = {num_classes} classes)")
     if len(rows) == 1:
         raise LabelFileError(f"{path}: a header but no label rows")
-    read_from = 1 if header[1:] != known[2] else 1 + len(EXPORT_COLUMNS)  # an export: its probabilities
+    export = header[1:] == known[2]
+    read_from = 1 + len(EXPORT_COLUMNS) if export else 1  # an export: its probabilities
     keys, values = [], []
     for number, row in rows[1:]:
         if len(row) != len(header):
@@ -196,13 +175,15 @@ def read_csv_labels(path: str, num_classes: int) -> LabelTable:
         values.append(_csv_values(row[read_from:], path, number))
     _check_unique(keys, rows[1:], path)
     labels = np.asarray(values, np.int64 if header[1:] == ["label"] else np.float64)
-    labels = check_labels(labels, num_classes, path)
+    labels = check_labels(labels, num_classes, path, markers=(EXCLUDED,))
     if header[0] == "path":
-        return LabelTable(labels, path, tuple(keys))
+        return LabelTable(labels, path, tuple(keys), partial=export)
+    if export:
+        return LabelTable(labels, path, indices=np.asarray(keys, np.int64), partial=True)
     order = np.argsort(keys)
     missing = sorted(set(range(max(keys, default=-1) + 1)) - set(keys))
     if missing:
-        raise LabelFileError(f"{path}: no rows for index {_listed(missing)}")
+        raise LabelFileError(f"{path}: no rows for index {listed(missing)}")
     return LabelTable(labels[order], path)
 
 
@@ -229,7 +210,7 @@ def _csv_values(fields: Sequence[str], path: str, number: int) -> list:
     try:
         return [float(field) for field in fields]
     except ValueError:
-        raise LabelFileError(f"{path}: line {number}: probabilities {_listed(fields)} are not all numbers") from None
+        raise LabelFileError(f"{path}: line {number}: probabilities {listed(fields)} are not all numbers") from None
 
 
 def _check_unique(keys: list, rows: list, path: str) -> None:
@@ -330,6 +311,8 @@ def labels_for_images(table: LabelTable, order: ImageOrder) -> np.ndarray:
     if order.indices is None:
         raise LabelFileError(f"{table.where}: rows are keyed by official index, but {order.describe} names its images "
                              "only by path; give the official clean labels to map them, or use a path,label CSV")
+    if table.indices is not None:
+        return _matched(table, table.indices.tolist(), order.indices.tolist(), order, "index(es)")
     if len(table.labels) != len(order):
         raise LabelFileError(f"{table.where}: {len(table.labels)} labels, but {order.describe} has {len(order)} "
                              "training images")
@@ -340,29 +323,31 @@ def _labels_by_path(table: LabelTable, order: ImageOrder) -> np.ndarray:
     if order.paths is None:
         raise LabelFileError(f"{table.where}: rows are keyed by image path, but {order.describe} has no paths; "
                              "use an index,label CSV, .npy or .npz")
-    in_tree = set(order.paths)
-    strangers = [path for path in table.paths if path not in in_tree]
+    return _matched(table, table.paths, order.paths, order, "path(s)")
+
+
+def _matched(table: LabelTable, keys: Sequence, wanted: Sequence, order: ImageOrder, noun: str) -> np.ndarray:
+    """The rows of `table` (keyed by `keys`) in the order of `wanted` (the dataset's keys); a partial table's
+    images without a row get NO_ROW (hard) or NaN (soft), a complete table's are an error."""
+    in_tree = set(wanted)
+    strangers = [key for key in keys if key not in in_tree]
     if strangers:
-        raise LabelFileError(f"{table.where}: {len(strangers)} path(s) are not training images of {order.describe}: "
-                             f"{_listed(strangers)}")
-    row_of = {path: r for r, path in enumerate(table.paths)}
-    missing = [path for path in order.paths if path not in row_of]
-    if missing:
+        raise LabelFileError(f"{table.where}: {len(strangers)} {noun} are not training images of {order.describe}: "
+                             f"{listed(strangers)}")
+    row_of = {key: r for r, key in enumerate(keys)}
+    rows = np.asarray([row_of.get(key, -1) for key in wanted], np.int64)
+    missing = np.flatnonzero(rows < 0)
+    if len(missing) and not table.partial:
         raise LabelFileError(f"{table.where}: no rows for {len(missing)} training image(s) of {order.describe}: "
-                             f"{_listed(missing)}")
-    return table.labels[np.asarray([row_of[path] for path in order.paths], np.int64)]
+                             f"{listed([wanted[i] for i in missing])}")
+    labels = table.labels[np.maximum(rows, 0)]
+    labels[missing] = np.nan if table.soft else NO_ROW
+    return labels
 
 
 def load_train_labels(path: str, order: ImageOrder, num_classes: int, key: Optional[str] = None) -> np.ndarray:
     """Reads, checks and matches a label file: hard (N,) int64 or soft (N, C) float32 labels in the dataset's order."""
     return labels_for_images(read_label_file(path, num_classes, key), order)
-
-
-def noise_rate(labels: np.ndarray, reference: np.ndarray) -> float:
-    """Fraction of labels that differ from `reference` (soft labels count by their argmax)."""
-    labels = np.asarray(labels)
-    hard = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    return float(np.mean(hard != np.asarray(reference)))
 
 
 def file_sha256(path: str) -> str:
@@ -382,7 +367,8 @@ def label_source_record(path: str, key: Optional[str], sha256: str, given: np.nd
     """The run's record of where its training labels came from: {file, key, sha256, noise_rate}. `given` and
     `dataset_labels` are aligned with the dataset's whole train split (before the validation split and
     --train_size), so noise_rate is the fraction of the file's labels (argmax of soft ones) that differ from the
-    dataset's over all of the train split's images."""
+    dataset's over all of the train split's images the file labels (not its -1 rows, nor the images an export has
+    no row for)."""
     if len(given) != len(dataset_labels):
         raise LabelFileError(f"{path}: {len(given)} labels, but the dataset has {len(dataset_labels)} training images")
     return dict(file=path, key=key, sha256=sha256, noise_rate=noise_rate(given, dataset_labels))

@@ -78,17 +78,33 @@ def split_indices(dataset: Dataset, val_size: int, train_size: Optional[int], se
     return rest, val_idx
 
 
-def replacement_labels(train_labels: np.ndarray, dataset: Dataset) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """(hard int32 labels, soft float32 rows or None) from replacement labels aligned with the train split's rows."""
-    from lr_jax.data.label_files import check_labels
+def replacement_labels(train_labels: np.ndarray, dataset: Dataset) -> np.ndarray:
+    """Replacement labels aligned with the train split's rows, checked: hard int64 or soft float32, with the
+    markers of a label file's rows that carry no label (label_files.EXCLUDED, NO_ROW, NaN soft rows)."""
+    from lr_jax.data.label_files import EXCLUDED, NO_ROW, check_labels
 
-    labels = check_labels(train_labels, dataset.num_classes, "--train_labels")
+    labels = check_labels(train_labels, dataset.num_classes, "--train_labels", markers=(EXCLUDED, NO_ROW))
     if len(labels) != len(dataset.train_labels):
         raise DataError(f"--train_labels: {len(labels)} labels, but {dataset.source or dataset.name} has "
                         f"{len(dataset.train_labels)} training images")
-    if labels.ndim == 2:
-        return labels.argmax(axis=1).astype(np.int32), labels
-    return labels.astype(np.int32), None
+    return labels
+
+
+def training_rows(rest: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """`rest` (the rows left for training once validation is drawn) less the images the label file leaves out
+    (EXCLUDED); a DataError where a training image has no row (an export of another run's split)."""
+    from lr_jax.data.label_files import EXCLUDED, NO_ROW, listed
+
+    unlabelled = np.isnan(labels).any(axis=1) if labels.ndim == 2 else labels == NO_ROW
+    missing = rest[unlabelled[rest]]
+    if len(missing):
+        raise DataError(f"--train_labels has no rows for {len(missing)} of this run's training images "
+                        f"({listed(ids[missing].tolist())}); a label export covers the training images of the run "
+                        f"it came from: use that run's --seed, --val_size and --train_size")
+    kept = rest if labels.ndim == 2 else rest[labels[rest] != EXCLUDED]
+    if not len(kept):
+        raise DataError(f"--train_labels leaves every training image out (label {EXCLUDED})")
+    return kept
 
 
 def make_splits(dataset: Dataset, val_size: int, train_size: Optional[int], seed: int,
@@ -97,12 +113,18 @@ def make_splits(dataset: Dataset, val_size: int, train_size: Optional[int], seed
 
     Both are drawn from the dataset's own labels, so a seed holds out the same images with or without
     `train_labels`: replacement labels (hard (N,) ints or soft (N, C) rows) aligned with the train split's rows,
-    which then label the training images (see Splits)."""
+    which then label the training images (see Splits). Training images labelled label_files.EXCLUDED are then
+    left out of training (validation unchanged); ones without a row (NO_ROW) are an error."""
     rest, val_idx = split_indices(dataset, val_size, train_size, seed)
-    hard, soft = (dataset.train_labels, None) if train_labels is None else replacement_labels(train_labels, dataset)
+    ids = np.arange(len(dataset.train_labels)) if dataset.train_ids is None else dataset.train_ids
+    hard, soft = dataset.train_labels, None
+    if train_labels is not None:
+        labels = replacement_labels(train_labels, dataset)
+        rest = training_rows(rest, labels, ids)
+        hard, soft = (labels.argmax(axis=1), labels) if labels.ndim == 2 else (labels, None)
+        hard = hard.astype(np.int32)
     train_images = dataset.train_images[rest]
     mean, std = channel_stats(train_images)
-    ids = np.arange(len(dataset.train_labels)) if dataset.train_ids is None else dataset.train_ids
     return Splits(
         train_images=train_images,
         train_labels=hard[rest],

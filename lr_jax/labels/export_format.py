@@ -1,5 +1,8 @@
 """The label export file format: one row per training image with its given label, the refinery's label, its
 confidence and its soft label, as .npz or .csv (by the file's extension), readable by numpy or pandas alone.
+`--train_labels FILE` reads it back (lr_jax.data.label_files): its soft labels, or an .npz's `label` or
+`given_label` with --train_label_key. Its rows are one run's training images: a run on the same data, --seed,
+--val_size and --train_size reads it (its validation images need no row; a training image without one is refused).
 
 .npz (np.load(path), no pickles):
   ids            (N,) str (image paths, relative to the image folder's root) or int64 (indices in the dataset's order)
@@ -36,12 +39,13 @@ SIDECAR_SUFFIX = ".source.json"
 COLUMNS = ("label", "given_label", "confidence")  # after the id column, before prob_0 ..
 
 
-def _extension(path: str) -> str:
-    extension = os.path.splitext(str(path))[1].lower()
-    if extension not in EXTENSIONS:
-        raise checks.LabelsError(f"{path}: unknown label export type {extension or '(no extension)'!r}; "
+def extension(path: str) -> str:
+    """'.npz' or '.csv' (lower case): the export type `path` names; a LabelsError for any other name."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in EXTENSIONS:
+        raise checks.LabelsError(f"{path}: unknown label export type {suffix or '(no extension)'!r}; "
                                  f"name it <name>.npz or <name>.csv")
-    return extension
+    return suffix
 
 
 def _ids(ids, n: int) -> tuple[np.ndarray, str]:
@@ -63,7 +67,7 @@ def sidecar_path(path: str) -> str:
 
 def write_labels(path: str, ids, given, soft_labels, class_names: Sequence[str], source: dict) -> str:
     """Writes the export (format by extension, see the module docstring) atomically; returns `path`."""
-    extension = _extension(path)
+    kind_of_file = extension(path)
     soft_labels, given = checks.probs_and_labels(soft_labels, given)
     soft_labels = soft_labels.astype(np.float32)
     if len(class_names) != soft_labels.shape[1]:
@@ -77,7 +81,7 @@ def write_labels(path: str, ids, given, soft_labels, class_names: Sequence[str],
               "confidence": soft_labels.max(axis=1), "soft_labels": soft_labels,
               "class_names": np.asarray([str(name) for name in class_names], dtype=str),
               "source": np.asarray(source_json), "format": np.asarray(EXPORT_FORMAT, np.int64)}
-    if extension == ".npz":
+    if kind_of_file == ".npz":
         files.write_atomic(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
         return path
     sidecar = {"format": EXPORT_FORMAT, "class_names": arrays["class_names"].tolist(), "source": source}
@@ -100,7 +104,7 @@ def _csv_text(arrays: dict, kind: str) -> str:
 def read_labels(path: str) -> dict:
     """The export at `path` as {ids, given_label, label, confidence, soft_labels, class_names, source, format};
     for a .csv without its sidecar, class_names and source are None."""
-    if _extension(path) == ".npz":
+    if extension(path) == ".npz":
         with np.load(path, allow_pickle=False) as data:
             loaded = {name: data[name] for name in data.files}
         loaded["source"] = json.loads(str(loaded["source"]))

@@ -1,0 +1,5 @@
+"""python -m lr_jax.labels: see lr_jax.labels.cli."""
+
+from lr_jax.labels.cli import main
+
+main()
