@@ -59,7 +59,8 @@ HELP = {
     "crop_scale": "random_resized: the crop's area as a fraction of the image, MIN,MAX",
     "crop_ratio": "random_resized: the crop's aspect ratio, MIN,MAX",
     "train_labels": "a file of labels that replace the training images' (validation and test keep the dataset's): "
-    "CIFAR-10N's .pt, .npy/.npz, or CSV path,label / index,label (soft: prob_0..); see README",
+    "CIFAR-10N's .pt, .npy/.npz, or CSV path,label / index,label (soft: prob_0..; -1: leave the image out of "
+    "training), or a python -m lr_jax.labels export; see README",
     "train_label_key": "the label set of a --train_labels file that holds several (e.g. worse_label)",
     "refinery_workdir": "start the chain from a finished generation of this earlier run (same data and split) "
     "instead of training generation 1",
