@@ -136,7 +136,9 @@ def _check_names_and_files(config: Config) -> None:
                          f"lower it")
     if config.train_label_key is not None and config.train_labels is None:
         raise ValueError("--train_label_key needs --train_labels (the file that holds that label set)")
-    if config.train_labels is not None and not os.path.isfile(config.train_labels):
+    if config.train_labels == TFDS_LABELS and config.train_label_key is None:
+        raise ValueError(f"--train_labels {TFDS_LABELS} needs --train_label_key (e.g. worse_label, aggre_label)")
+    if config.train_labels not in (None, TFDS_LABELS) and not os.path.isfile(config.train_labels):
         raise ValueError(f"--train_labels {config.train_labels}: no such file")
     from lr_jax.results import RESULTS_FILE
     from lr_jax.workdir import CONFIG_FILE
@@ -201,6 +203,7 @@ def validate_run_options(options: RunOptions) -> RunOptions:
     return options
 
 
+TFDS_LABELS = "tfds"  # --train_labels tfds: TFDS's label-set builder of the dataset (cifar10: cifar10_n)
 RECORD_ONLY = ("data", "resnet_shortcuts")  # what config.json records beside the Config's fields
 
 

@@ -325,3 +325,21 @@ def test_a_copy_prepared_as_tfrecord_is_refused_with_the_ways_out(tmp_path, gene
                                         r"cannot read \(it reads array_record, which it prepares itself\); pass "
                                         r"another --tfds_data_dir, or --data_dir"):
         load_dataset("cifar10", tfds_data_dir=str(tfds_data_dir))
+
+
+def test_train_labels_tfds_relabels_the_training_images_from_cifar10_n(prepared, originals):
+    """--train_labels tfds --train_label_key worse_label: TFDS's cifar10_n labels the training images of TFDS's
+    cifar10 by official index; validation keeps the dataset's labels; the source names the builder and set."""
+    from lr_jax.config import build_config
+    from lr_jax.experiments.runner import read_splits
+
+    config, options = build_config("cifar10", {"train_labels": "tfds", "train_label_key": "worse_label",
+                                               "tfds_data_dir": str(prepared[0]), "val_size": 100})
+    data, splits, source = read_splits(config, options, log=lambda line: None)
+    worse = originals["cifar10_n"]["worse_label"]
+    np.testing.assert_array_equal(splits.train_labels, worse[splits.train_ids])
+    np.testing.assert_array_equal(splits.val_labels, data.train_labels[splits.val_index])
+    assert source["file"] == "TFDS cifar10_n [worse_label]" and source["sha256"] is None
+    assert source["noise_rate"] == pytest.approx(np.mean(worse != data.train_labels))
+    with pytest.raises(ValueError, match="--train_labels tfds needs --train_label_key"):
+        build_config("cifar10", {"train_labels": "tfds"})

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from lr_jax import config as config_lib
 from lr_jax import checkpoints, distributed, files, interrupt, loop, provenance, refinery, results, step, workdir
 from lr_jax import summaries, xla_cpu
-from lr_jax.data import DataError, class_counts, label_files, load_dataset, make_splits
+from lr_jax.data import DataError, class_counts, label_files, load_dataset, make_splits, tfds_source
 
 WRITE_ERROR_STATUS = 74  # sysexits.h EX_IOERR: a checkpoint or result file could not be written
 
@@ -60,7 +60,8 @@ HELP = {
     "crop_ratio": "random_resized: the crop's aspect ratio, MIN,MAX",
     "train_labels": "a file of labels that replace the training images' (validation and test keep the dataset's): "
     "CIFAR-10N's .pt, .npy/.npz, or CSV path,label / index,label (soft: prob_0..; -1: leave the image out of "
-    "training), or a python -m lr_jax.labels export; see README",
+    "training), or a python -m lr_jax.labels export; or 'tfds': TFDS's cifar10_n label sets (with "
+    "--train_label_key); see README",
     "train_label_key": "the label set of a --train_labels file that holds several (e.g. worse_label)",
     "refinery_workdir": "start the chain from a finished generation of this earlier run (same data and split) "
     "instead of training generation 1",
@@ -153,7 +154,13 @@ def read_splits(config: config_lib.Config, options: config_lib.RunOptions, log=p
     data = load_dataset(config.dataset, options.data_dir, svhn_extra=config.svhn_extra, cache_dir=options.cache_dir,
                         log=log, tfds_data_dir=options.tfds_data_dir)
     replacement, source = None, None
-    if config.train_labels:
+    if config.train_labels == config_lib.TFDS_LABELS:  # TFDS's label-set builder of the dataset (cifar10_n)
+        table = tfds_source.tfds_label_table(config.dataset, config.train_label_key, data.num_classes,
+                                             options.tfds_data_dir)
+        replacement = label_files.labels_for_images(table, label_files.image_order(data))
+        source = label_files.label_source_record(table.where, config.train_label_key, None, replacement,
+                                                 data.train_labels)
+    elif config.train_labels:
         replacement = label_files.load_train_labels(config.train_labels, label_files.image_order(data),
                                                     data.num_classes, config.train_label_key)
         source = label_files.label_source_record(config.train_labels, config.train_label_key,
