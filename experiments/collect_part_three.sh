@@ -4,7 +4,10 @@
 # against the independent models of the same seed), the crop mechanism (crop_confidence of crops_008's refinery of
 # seed 0, when its checkpoints are there), then DEST_ROOT/part_three_headline.md and .png (both evaluations;
 # python -m lr_jax.experiments.part_three_table). DEST_ROOT must also hold Part two's collected part_two_online:
-# its generation 1 is the clean-label ceiling of the same seeds.
+# its generation 1 is the clean-label ceiling of the same seeds. Where experiments/label_issues.sh has run, it also
+# copies its retrains and each seed's detection.json/.md, contact sheet and top 1,000 suspects (label_issues.csv's
+# first rows; no absolute paths) into DEST_ROOT/part_three_label_issues/<set>/, and writes the label-issues tables
+# DEST_ROOT/part_three_label_issues/summary.md and .png (python -m lr_jax.experiments.label_issues_table).
 # Usage: bash experiments/collect_part_three.sh RUNS_ROOT [DEST_ROOT, default experiments/results]
 set -euo pipefail
 root=${1:?usage: collect_part_three.sh RUNS_ROOT [DEST_ROOT]}
@@ -18,6 +21,35 @@ done
 if [ -d "$root/crops_008/online_seed0/checkpoints/finished/1" ]; then
   python -m lr_jax.experiments.crop_confidence "$root/crops_008/online_seed0" --generation 1 --crop_scale 0.08,1 \
     --out "$dest_root/part_three_crops_008/mechanism" > /dev/null
+fi
+issues_dest="$dest_root/part_three_label_issues"
+for label_set in worst aggre; do
+  issues="$root/label_issues/$label_set"
+  [ -d "$issues" ] || continue
+  if compgen -G "$issues/*_seed*/results.json" > /dev/null; then
+    FIRST=relabel_refinery REFERENCE=drop_cleanlab_seed0 bash "$here/collect_results.sh" "$issues" \
+      "$issues_dest/$label_set" relabel_refinery_seed0
+  fi
+  for seed_dir in "$issues"/seed*/; do
+    seed_dir=${seed_dir%/}
+    copy="$issues_dest/$label_set/$(basename "$seed_dir")"
+    for name in detection.json detection.md; do
+      if [ -f "$seed_dir/$name" ]; then
+        python -m lr_jax.portable "$seed_dir/$name" "$copy/$name" --runs_root "$root" > /dev/null
+      fi
+    done
+    if [ -f "$seed_dir/label_issues.png" ]; then mkdir -p "$copy" && cp "$seed_dir/label_issues.png" "$copy/"; fi
+    if [ -f "$seed_dir/label_issues.csv" ]; then
+      mkdir -p "$copy"
+      head -n 1001 "$seed_dir/label_issues.csv" > "$copy/label_issues_top1000.csv.tmp"
+      mv "$copy/label_issues_top1000.csv.tmp" "$copy/label_issues_top1000.csv"
+    fi
+  done
+done
+if [ -d "$issues_dest" ]; then
+  python -m lr_jax.experiments.label_issues_table "$dest_root" --both_evaluations --out "$issues_dest/summary.md" \
+    --plot "$issues_dest/summary.png" > /dev/null
+  echo "label issues: $issues_dest/summary.md"
 fi
 python -m lr_jax.experiments.part_three_table "$dest_root" --out "$dest_root/part_three_headline.md" \
   --plot "$dest_root/part_three_headline.png" --both_evaluations > /dev/null

@@ -15,8 +15,11 @@
 #   refinery                 the chain's generation 2 (trained on generation 1's labels)
 #   relabel_refinery_seedS   the refinery's flagged images relabelled with its argmax (RUNS_ROOT/label_issues/<design>/)
 #   drop_cleanlab_seedS      cleanlab's flagged images (on the K-fold probabilities) left out of training
-#   clean_seedS              CIFAR-10's own labels: the ceiling (RUNS_ROOT/label_issues/clean_seedS, one per seed)
-# then RUNS_ROOT/label_issues/summary.md: each design's detection table and the paired accuracies.
+# then RUNS_ROOT/label_issues/summary.md (python -m lr_jax.experiments.label_issues_table): each design's detection
+# table over seeds and the paired differences between the cleanings, with 95% intervals (lr_jax.analysis.designs.
+# LABEL_ISSUES). The clean-label ceiling is Part two's generation 1 of the same seed (the same computation as a
+# 1-generation run on CIFAR-10's labels), so its rows appear once collect_part_three.sh has copied these runs beside
+# Part two's (experiments/results/part_three_label_issues/).
 # Usage: bash experiments/label_issues.sh RUNS_ROOT --data_dir JPEG_COPY [--cache_dir CACHE] [flags]
 #   (the flags part_three.sh was given; they reach kfold and the retrains, after --preset cpu --seed S)
 # Environment: SEEDS (default "0 1 2"), DESIGNS (default "worst aggre"), FOLDS (default 5), EPOCHS (per model; only
@@ -95,43 +98,6 @@ for design in $designs; do
     train "$out_root/$design/drop_cleanlab_seed$seed" "$seed" --train_labels "$out/drop_cleanlab.csv" "$@"
   done
 done
-for seed in $seeds; do
-  train "$out_root/clean_seed$seed" "$seed" "$@"
-done
 [ -n "${DRY_RUN:-}" ] && exit 0
-python - "$root" "$designs" "$seeds" > "$out_root/summary.md.tmp" <<'PY'
-import json, os, sys
-
-root, designs, seeds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-out = os.path.join(root, "label_issues")
-
-def accuracy(workdir, generation):
-    rows = json.load(open(os.path.join(workdir, "results.json")))["generations"]
-    row = next(r for r in rows if r["generation"] == generation)
-    key = "test_accuracy" if row.get("test_accuracy") is not None else "val_accuracy"
-    return row[key], key
-
-print("# Label issues on CIFAR-10N (experiments/label_issues.sh)\n")
-for design in designs:
-    print(f"## {design}\n")
-    for seed in seeds:
-        print(open(os.path.join(out, design, f"seed{seed}", "detection.md")).read().replace("# ", "### seed ", 1))
-    arms = {"noisy (chain g1)": lambda s: (os.path.join(root, design, f"online_seed{s}"), 1),
-            "refinery (chain g2)": lambda s: (os.path.join(root, design, f"online_seed{s}"), 2),
-            "relabel refinery flags": lambda s: (os.path.join(out, design, f"relabel_refinery_seed{s}"), 1),
-            "drop cleanlab flags": lambda s: (os.path.join(out, design, f"drop_cleanlab_seed{s}"), 1),
-            "clean labels (ceiling)": lambda s: (os.path.join(out, f"clean_seed{s}"), 1)}
-    table = {arm: [accuracy(*where(s)) for s in seeds] for arm, where in arms.items()}
-    metric = table["noisy (chain g1)"][0][1]
-    print(f"| training labels | {' | '.join('seed ' + s for s in seeds)} | mean | paired mean - noisy |")
-    print("|---|" + "---|" * (len(seeds) + 2))
-    noisy = [a for a, _ in table["noisy (chain g1)"]]
-    for arm, values in table.items():
-        accs = [a for a, _ in values]
-        diff = sum(a - b for a, b in zip(accs, noisy)) / len(accs)
-        print(f"| {arm} | {' | '.join(f'{100 * a:.2f}' for a in accs)} | {100 * sum(accs) / len(accs):.2f} | "
-              f"{100 * diff:+.2f} |")
-    print(f"\n({metric}, %)\n")
-PY
-mv "$out_root/summary.md.tmp" "$out_root/summary.md"
+python -m lr_jax.experiments.label_issues_table "$root" --both_evaluations --out "$out_root/summary.md" > /dev/null
 echo "label_issues.sh: summary in $out_root/summary.md"

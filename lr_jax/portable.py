@@ -1,10 +1,12 @@
 """Portable copies of a run's result files, without the absolute paths of the machine that made them:
 
     python -m lr_jax.portable RUN_DIR DEST_DIR
+    python -m lr_jax.portable TEXT_FILE DEST_FILE [--runs_root DIR]
 
 copies results.json (in the current format), results.md (written anew), log.txt and labels_summary.npz, never
-checkpoints, with each folder named in the run's config replaced by a placeholder (`<data_dir>`, `<workdir>`, ...)
-and any other absolute path outside /usr by `<path>`."""
+checkpoints, with each folder named in the run's config replaced by a placeholder (`<data_dir>`, `<workdir>`, ...;
+`<train_labels_dir>/FILE` for a label file) and any other absolute path outside /usr by `<path>`; or one text file (a label tool's JSON, Markdown or CSV) with
+DIR replaced by `<runs_root>` and any other absolute path by `<path>`."""
 
 from __future__ import annotations
 
@@ -24,13 +26,22 @@ PATH_FIELDS = ("data_dir", "tfds_data_dir", "workdir", "cache_dir", "refinery_wo
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/<>)\]+-])/(?!usr/)[\w.+-]+(?:/[\w.+-]+)+/?")
 
 
+# The config fields that name a file: its folder is replaced, its name kept (two runs on different label files of
+# one folder stay two configurations).
+FILE_FIELDS = ("train_labels",)
+
+
 def path_placeholders(config: dict) -> list[tuple[str, str]]:
-    """(path, "<field>") for each PATH_FIELDS value of `config` that is an absolute path, longest path first."""
+    """(path, "<field>") for each PATH_FIELDS value of `config` that is an absolute path, and (folder,
+    "<field_dir>") for each FILE_FIELDS value's folder, longest path first."""
     pairs = {}
-    for field in PATH_FIELDS:
+    for field in PATH_FIELDS + FILE_FIELDS:
         value = config.get(field)
         if isinstance(value, str) and os.path.isabs(value) and value.rstrip("/"):
-            pairs[value.rstrip("/")] = f"<{field}>"
+            if field in FILE_FIELDS:
+                pairs.setdefault(os.path.dirname(value.rstrip("/")), f"<{field}_dir>")
+            else:
+                pairs[value.rstrip("/")] = f"<{field}>"
     return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 
 
@@ -77,18 +88,36 @@ def copy_portable(run_dir: str, dest_dir: str) -> list[str]:
     return written
 
 
+def copy_text_portable(source: str, dest: str, runs_root: Optional[str] = None) -> str:
+    """Copies the text file `source` to `dest` with `runs_root` (where given) replaced by "<runs_root>" and every
+    other absolute path outside /usr by "<path>" (strip_paths); returns `dest`."""
+    with open(source) as f:
+        text = f.read()
+    root = os.path.abspath(runs_root).rstrip("/") if runs_root else None
+    files.write_text_atomic(dest, strip_paths(text, [(root, "<runs_root>")] if root else []))
+    return dest
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """`python -m lr_jax.portable RUN_DIR DEST_DIR`: copy_portable, with one-line errors."""
+    """`python -m lr_jax.portable RUN_DIR DEST_DIR` (copy_portable) or `TEXT_FILE DEST_FILE [--runs_root DIR]`
+    (copy_text_portable), with one-line errors."""
     parser = argparse.ArgumentParser(
         prog="python -m lr_jax.portable",
         description="Copies a run's result files (results.json in the current format, results.md, log.txt, "
         "labels_summary.npz; never checkpoints) into DEST_DIR with absolute paths replaced by placeholders "
-        "(<data_dir>, <workdir>, <cache_dir>, <refinery_workdir>, else <path>). DEST_DIR may be RUN_DIR.",
+        "(<data_dir>, <workdir>, <cache_dir>, <refinery_workdir>, else <path>). DEST_DIR may be RUN_DIR. Given a "
+        "text file instead, copies it to DEST_DIR (a file) with --runs_root named <runs_root>, other absolute paths "
+        "<path>.",
     )
-    parser.add_argument("run_dir", help="a run's --workdir (or a copy of its result files)")
-    parser.add_argument("dest_dir", help="folder to write the copies into (created if absent)")
+    parser.add_argument("run_dir", help="a run's --workdir (or a copy of its result files), or one text file")
+    parser.add_argument("dest_dir", help="folder to write the copies into (created if absent); for a text file, "
+                        "the file to write")
+    parser.add_argument("--runs_root", help="for a text file: the folder to name <runs_root> in its copy")
     args = parser.parse_args(argv)
     try:
+        if os.path.isfile(args.run_dir):
+            print(copy_text_portable(args.run_dir, args.dest_dir, args.runs_root))
+            return
         for path in copy_portable(args.run_dir, args.dest_dir):
             print(path)
     except (ValueError, FileNotFoundError) as error:

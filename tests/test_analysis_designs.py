@@ -145,3 +145,44 @@ def test_part_three_recovered_fraction_by_hand(tmp_path):
     assert recovered[0].values == pytest.approx({0: 0.4, 1: 0.4, 2: 0.3})
     ceiling = next(cell for cell in cells if cell.comparison.text.startswith("clean labels"))
     assert ceiling.values == pytest.approx({0: 0.2, 1: 0.2, 2: 0.2})
+
+
+def test_label_issues_cleanings_by_hand(tmp_path, capsys):
+    """LABEL_ISSUES on runs laid out as label_issues.sh leaves them (uncollected) beside Part two's clean runs:
+    noisy (the chain's generation 1) 0.70, 0.72, 0.75; refined (generation 2) 0.74, 0.75, 0.79; relabelled 0.76,
+    0.77, 0.80; cleanlab's drop 0.73, 0.77, 0.77 on fewer training images (900 of 1,000: paired on the seed and
+    validation split only); clean 0.90, 0.92, 0.95.
+    Relabel minus drop: +3, 0, +3 points -> mean +2.00, std sqrt(3) -> half width 4.3027 * 1.7321 / 1.7321 = 4.30.
+    Recovered by relabelling: 0.06/0.20, 0.05/0.20, 0.05/0.20 = 30%, 25%, 25%."""
+    noisy, refined, clean = (0.70, 0.72, 0.75), (0.74, 0.75, 0.79), (0.90, 0.92, 0.95)
+    relabel, drop = (0.76, 0.77, 0.80), (0.73, 0.77, 0.77)
+    for seed in range(3):
+        write_run(tmp_path / "worst" / f"online_seed{seed}", [generation_row(1, noisy[seed]),
+                                                                generation_row(2, refined[seed])], seed=seed)
+        write_run(tmp_path / "label_issues" / "worst" / f"relabel_refinery_seed{seed}",
+                  [generation_row(1, relabel[seed])], generations=1, seed=seed)
+        write_run(tmp_path / "label_issues" / "worst" / f"drop_cleanlab_seed{seed}", [generation_row(1, drop[seed])],
+                  generations=1, seed=seed, num_train=900)
+        write_run(tmp_path / "part_two_online" / f"online_seed{seed}", [generation_row(1, clean[seed])], seed=seed)
+    design = designs.LABEL_ISSUES
+    assert all(name.rsplit("/", 1)[0] in design.folders for c in design.comparisons for name in c.names)
+    cells = designs.headline_cells(design, design.load_runs(str(tmp_path)))
+    by_text = {cell.comparison.text: cell for cell in cells}
+    assert len(cells) == 9  # aggre has no runs: its comparisons have no cells
+    assert by_text["the refinery's labels (the chain's generation 2) minus the noisy labels"].values == pytest.approx(
+        {0: 0.04, 1: 0.03, 2: 0.04})
+    assert by_text["the refinery's flags relabelled minus cleanlab's flags left out"].values == pytest.approx(
+        {0: 0.03, 1: 0.0, 2: 0.03})
+    recovered = by_text["recovered fraction, the refinery's flags relabelled with its argmax: (cleaned - noisy) / "
+                        "(clean - noisy)"]
+    assert recovered.values == pytest.approx({0: 0.3, 1: 0.25, 2: 0.25})
+    table = tables.headline_table(cells, design.column).splitlines()
+    assert table[0] == "| design | comparison | mean [95% interval] (pairs) | per seed (seed: points) |"
+    assert ("| 1 | the refinery's flags relabelled minus cleanlab's flags left out | +2.00 [-2.30, +6.30] (3) | "
+            "0: +3.00, 1: +0.00, 2: +3.00 |") in table
+    assert design.folder_number(recovered.comparison) == 3  # label_issues/worst
+    # Strict pairing still holds where the training sets must match: a relabelled run on other data is an error.
+    write_run(tmp_path / "label_issues" / "worst" / "relabel_refinery_seed1", [generation_row(1, 0.77)],
+              generations=1, seed=1, num_train=900)
+    with pytest.raises(ValueError, match="relabel_refinery_seed1 and .*online_seed1: not a pair"):
+        designs.headline_cells(design, design.load_runs(str(tmp_path)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from lr_jax import files, results
 from lr_jax.analysis import designs, plots, tables
@@ -83,9 +83,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, str]:
 
 
 def headline_main(design: designs.Design, argv: Optional[Sequence[str]], prog: str, description: str,
-                  root_help: str) -> str:
-    """A design's headline: prints the Markdown table (designs.headline_cells, tables.headline_table), and writes it
-    with --out and the forest plot with --plot; one-line errors (exit status 2) for bad input."""
+                  root_help: str, preface: Optional[Callable[[str], str]] = None) -> str:
+    """A design's headline: prints the Markdown table (designs.headline_cells, tables.headline_table), after
+    `preface(root)` when given (further Markdown from the same root), and writes it with --out and the forest plot
+    with --plot; one-line errors (exit status 2) for bad input."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help=root_help)
@@ -94,16 +95,25 @@ def headline_main(design: designs.Design, argv: Optional[Sequence[str]], prog: s
     parser.add_argument("--both_evaluations", action="store_true",
                         help="give every comparison flip-averaged and without flip averaging, one row each")
     args = parser.parse_args(argv)
-    evaluations = designs.BOTH_EVALUATIONS if args.both_evaluations else None
     try:
-        cells = designs.headline_cells(design, design.load_runs(args.root), evaluations)
+        text = headline(design, args.root, args.both_evaluations, args.plot)
+        if preface:
+            text = f"{preface(args.root)}\n{text}"
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
-    text = tables.headline_table(cells)
     print(text)
     if args.out:
         files.write_text_atomic(args.out, text + "\n")
-    if args.plot:
-        plots.forest_plot(design, cells, args.plot)
     return text
+
+
+def headline(design: designs.Design, root: str, both_evaluations: bool = False, plot: Optional[str] = None) -> str:
+    """A design's headline table over the runs under `root` (designs.headline_cells, tables.headline_table), both
+    evaluations or the comparisons' own; with `plot`, its forest plot drawn there. OSError or ValueError for bad
+    input."""
+    evaluations = designs.BOTH_EVALUATIONS if both_evaluations else None
+    cells = designs.headline_cells(design, design.load_runs(root), evaluations)
+    if plot:
+        plots.forest_plot(design, cells, plot)
+    return tables.headline_table(cells, design.column)

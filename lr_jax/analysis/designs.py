@@ -33,7 +33,8 @@ class Comparison:
     run of the comparison has with the same data, at the cells of `generations`. Runs are named 'folder/name': the
     run folders <name>_seed<S> of that design folder. `group` is the row's first column (the design's name on its
     first row); `others` are further runs a quantity of more than two runs reads (each cell then gives their
-    generations too)."""
+    generations too); `pairing` the results.json keys paired runs share (stats.SAME_VALIDATION where a run trains
+    on a subset of the other's training images)."""
 
     group: str
     text: str
@@ -43,6 +44,7 @@ class Comparison:
     key: str = FLIP
     quantity: Quantity = DIFFERENCE
     others: tuple[str, ...] = ()
+    pairing: tuple[tuple[str, str], ...] = stats.PAIRING_KEYS
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -52,17 +54,20 @@ class Comparison:
 @dataclasses.dataclass(frozen=True)
 class Design:
     """A headline: its `comparisons`, in table order, between run folders under a root (ROOT/<prefix><folder>
-    where collected, else ROOT/<folder>; see runs.load_named_runs); `measure` names the metric in the plot."""
+    where collected, else ROOT/<folder>; see runs.load_named_runs); `measure` names the metric in the plot;
+    `column` names the table's columns (None: one per generation, "gen k")."""
 
     name: str
     folders: tuple[str, ...]
     prefix: str
     comparisons: tuple[Comparison, ...]
     measure: str = "validation accuracy"
+    column: Optional[str] = None
 
     def folder_number(self, comparison: Comparison) -> int:
-        """1, 2, ...: the position in `folders` of the folder that the comparison's run lives in."""
-        return self.folders.index(comparison.run.split("/")[0]) + 1
+        """1, 2, ...: the position in `folders` of the folder that the comparison's run lives in (a folder may
+        hold slashes: the run's name is the folder, '/', the run folder's name)."""
+        return self.folders.index(comparison.run.rsplit("/", 1)[0]) + 1
 
     def load_runs(self, root: str) -> dict[tuple[str, int], Run]:
         return runs_lib.load_named_runs(root, self.folders, self.prefix)
@@ -105,7 +110,8 @@ def headline_cells(design: Design, runs: dict[tuple[str, int], Run],
     of one seed with other data are an error (stats.match_seeds, strict)."""
     cells = []
     for comparison in design.comparisons:
-        groups = stats.match_seeds(*(runs_lib.runs_named(runs, name) for name in comparison.names), strict=True)
+        groups = stats.match_seeds(*(runs_lib.runs_named(runs, name) for name in comparison.names), strict=True,
+                                   keys=comparison.pairing)
         for evaluation, key in evaluated_keys(comparison.key, evaluations):
             values = stats.paired_values(groups, key, comparison.generations, comparison.quantity.compute)
             cells += [HeadlineCell(comparison, column, by_seed, evaluation) for column, by_seed in values.items()]
@@ -205,3 +211,40 @@ PART_THREE = Design("Part three", ("worst", "aggre", "random1", "crops_008", "cr
                    f"{folder}/ground_truth", _CLEAN, _at(1, 1, 1)),
     )),
 ))
+
+
+# Label issues (experiments/label_issues.sh; experiments/README.md, "Refined labels as a product"): which cleaning of
+# CIFAR-10N's labels trains the better model, one generation at the `cpu` preset, paired by seed. The noisy labels'
+# model and the refinery's are the online chain's generations 1 and 2 (part three's <set>/online); the retrains
+# live in label_issues/<set>/; the clean ceiling is Part two's generation 1 of the same seed. A retrain that drops
+# images pairs on the seed and validation split only (stats.SAME_VALIDATION).
+_FIRST = _at(1, 1, 1)
+
+
+def _cleaning(group: str, label_set: str) -> tuple[Comparison, ...]:
+    chain, cleaned = f"{label_set}/online", f"label_issues/{label_set}"
+    relabel, drop = f"{cleaned}/relabel_refinery", f"{cleaned}/drop_cleanlab"
+    subset = stats.SAME_VALIDATION
+    arms = (("the refinery's labels (the chain's generation 2)", chain, 2, stats.PAIRING_KEYS),
+            ("the refinery's flags relabelled with its argmax", relabel, 1, stats.PAIRING_KEYS),
+            ("cleanlab's flags (K-fold) left out", drop, 1, subset))
+    first = group.split(".")[0]
+    return (
+        *(Comparison(group if k == 0 else first, f"{text} minus the noisy labels", run, chain, _at(1, generation, 1),
+                     pairing=pairing) for k, (text, run, generation, pairing) in enumerate(arms)),
+        Comparison(first, "the refinery's flags relabelled minus cleanlab's flags left out", relabel, drop, _FIRST,
+                   pairing=subset),
+        Comparison(first, "the refinery's labels (generation 2) minus cleanlab's flags left out", chain, drop,
+                   _at(1, 2, 1), pairing=subset),
+        Comparison(first, "clean labels (Part two's generation 1) minus the noisy labels", _CLEAN, chain, _FIRST),
+        *(Comparison(first, f"recovered fraction, {text}: (cleaned - noisy) / (clean - noisy)", run, chain,
+                     Generations(((1, generation, 1, 1),)), quantity=RECOVERED, others=(_CLEAN,), pairing=pairing)
+          for text, run, generation, pairing in arms),
+    )
+
+
+LABEL_ISSUES = Design("Label issues", ("worst", "aggre", "label_issues/worst", "label_issues/aggre", "part_two_online"),
+                      "part_three_", (
+    *_cleaning("1. CIFAR-10N worst labels (40.2% wrong)", "worst"),
+    *_cleaning("2. CIFAR-10N aggregate labels (9.0% wrong)", "aggre"),
+), column="mean [95% interval] (pairs)")

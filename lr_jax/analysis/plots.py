@@ -180,7 +180,8 @@ def forest_plot(design, cells: Sequence, path: str) -> str:
                      color="gray", zorder=3)
     axis.set_yticks(range(len(cells)))
     axis.set_yticklabels([f"{design.folder_number(cell.comparison)}: {cell.comparison.text}"
-                          f"{'' if cell.evaluation is None else ', ' + cell.evaluation}, gen {cell.column}"
+                          f"{'' if cell.evaluation is None else ', ' + cell.evaluation}"
+                          f"{'' if design.column else f', gen {cell.column}'}"
                           for cell in cells], fontsize="x-small")
     axis.invert_yaxis()
     axis.axvline(0, color="black", linewidth=0.8)

@@ -18,6 +18,9 @@ from lr_jax.analysis.runs import Configuration, Report, Run
 # split and generation-1 initialisation) and the same data.
 PAIRING_KEYS = (("config", "seed"), ("config", "train_size"), ("config", "val_size"),
                 ("dataset", "num_train"), ("dataset", "num_val"), ("dataset", "num_test"))
+# A pair of runs where one trains on a subset of the other's training images (a cleaning that leaves images out):
+# the same seed and validation split, any training set.
+SAME_VALIDATION = tuple(key for key in PAIRING_KEYS if key != ("dataset", "num_train"))
 CONFIDENCE = 0.95
 LAST = 0  # in Generations.cells: a partner's configured last generation (as a column: that generation's)
 SAME = "same"  # Generations.partner: the run's own generation g
@@ -79,9 +82,9 @@ def generation_rows(runs: list[Run]) -> list[dict]:
 # The pairing.
 
 
-def pairing_of(run: Run) -> tuple:
-    """The values of PAIRING_KEYS: runs pair when these are equal."""
-    return tuple((run.payload.get(section) or {}).get(key) for section, key in PAIRING_KEYS)
+def pairing_of(run: Run, keys: Sequence[tuple[str, str]] = PAIRING_KEYS) -> tuple:
+    """The values of `keys` (results.json section, key): runs pair when these are equal."""
+    return tuple((run.payload.get(section) or {}).get(key) for section, key in keys)
 
 
 def metric(run: Run, generation: int, key: str) -> Optional[float]:
@@ -117,19 +120,20 @@ class Generations:
                 for g in (row["generation"] for row in run.payload["generations"]) if g >= self.first]
 
 
-def match_seeds(runs: Sequence[Run], *partners: Sequence[Run], strict: bool = False) -> list[tuple[Run, ...]]:
+def match_seeds(runs: Sequence[Run], *partners: Sequence[Run], strict: bool = False,
+                keys: Sequence[tuple[str, str]] = PAIRING_KEYS) -> list[tuple[Run, ...]]:
     """(run, partner, ...) for each of `runs` (in order) that every partner list has a run of the same seed for, and
-    the same data (pairing_of); one with other data is left out, or with `strict` an error."""
+    the same data (pairing_of `keys`); one with other data is left out, or with `strict` an error."""
     by_seed = [{runs_lib.seed_of(p): p for p in group} for group in partners]
     matched = []
     for run in runs:
         group = [found.get(runs_lib.seed_of(run)) for found in by_seed]
         if any(partner is None for partner in group):
             continue
-        other = next((p for p in group if pairing_of(p) != pairing_of(run)), None)
+        other = next((p for p in group if pairing_of(p, keys) != pairing_of(run, keys)), None)
         if other is not None and strict:
             raise ValueError(f"{run.workdir} and {other.workdir}: not a pair (seed or data differ: "
-                             f"{pairing_of(run)} against {pairing_of(other)})")
+                             f"{pairing_of(run, keys)} against {pairing_of(other, keys)})")
         if other is None:
             matched.append((run, *group))
     return matched

@@ -202,14 +202,15 @@ def write_tables(report: Report, out: str) -> dict[str, str]:
 # The headline of a design (designs.py): one row per comparison (and evaluation) with data.
 
 
-def headline_table(cells: Sequence) -> str:
+def headline_table(cells: Sequence, column: Optional[str] = None) -> str:
     """The Markdown headline of designs.headline_cells: one row per comparison (per evaluation, in a column of its
     own, when the cells were computed for several), generations as columns (mean [95% interval] (pairs)), then
-    each cell's per-seed values."""
+    each cell's per-seed values. With `column` (a design's one column), every cell is in column 1, so named."""
     evaluated = any(cell.evaluation is not None for cell in cells)
-    columns = max([3] + [cell.column for cell in cells])
+    columns = 1 if column else max([3] + [cell.column for cell in cells])
+    names = [column] if column else [f"gen {g}" for g in range(1, columns + 1)]
     rows = ["| design | comparison | " + ("evaluation | " if evaluated else "")
-            + " | ".join(f"gen {g}" for g in range(1, columns + 1)) + " | per seed (seed: points) |",
+            + " | ".join(names) + " | per seed (seed: points) |",
             "|---|---|" + ("---|" if evaluated else "") + "---|" * columns + "---|"]
     by_row: dict[tuple, list] = {}
     for cell in cells:
