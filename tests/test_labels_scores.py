@@ -106,3 +106,12 @@ def test_cleanlab_on_noisier_probabilities_is_sane():
 def test_cleanlab_wrappers_check_inputs():
     with pytest.raises(LabelsError, match="do not sum to 1"):
         confident_learning.cleanlab_flags(np.ones((4, 2), np.float32), np.array([0, 1, 0, 1]))
+
+
+def test_what_cleanlab_refuses_is_one_labels_error():
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=30).astype(np.float32)
+    given = np.arange(30) % 3
+    with pytest.raises(LabelsError, match="cleanlab's get_label_quality_scores refused these probabilities and "
+                       "labels: no_such_method is not a valid scoring method") as refused:
+        confident_learning.cleanlab_scores(probs, given, method="no_such_method")
+    assert "\n" not in str(refused.value)

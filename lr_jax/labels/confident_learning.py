@@ -11,6 +11,8 @@ where the probabilities come from. Both want out-of-sample probabilities (folds)
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Optional
 
 import numpy as np
@@ -27,7 +29,8 @@ def cleanlab_flags(probs, given, filter_by: str = FILTER_BY, n_jobs: Optional[in
     from cleanlab.filter import find_label_issues
 
     probs, given = checks.probs_and_labels(probs, given)
-    flagged = find_label_issues(labels=given, pred_probs=probs, filter_by=filter_by, n_jobs=n_jobs)
+    with _cleanlab_errors("find_label_issues"):
+        flagged = find_label_issues(labels=given, pred_probs=probs, filter_by=filter_by, n_jobs=n_jobs)
     return np.asarray(flagged, dtype=bool)
 
 
@@ -36,4 +39,16 @@ def cleanlab_scores(probs, given, method: str = QUALITY_METHOD) -> np.ndarray:
     from cleanlab.rank import get_label_quality_scores
 
     probs, given = checks.probs_and_labels(probs, given)
-    return 1.0 - np.asarray(get_label_quality_scores(labels=given, pred_probs=probs, method=method), np.float64)
+    with _cleanlab_errors("get_label_quality_scores"):
+        quality = get_label_quality_scores(labels=given, pred_probs=probs, method=method)
+    return 1.0 - np.asarray(quality, np.float64)
+
+
+@contextlib.contextmanager
+def _cleanlab_errors(function: str):
+    """cleanlab's ValueError (input it refuses) as a LabelsError naming the call: one line for the command lines."""
+    try:
+        yield
+    except ValueError as error:
+        reason = " ".join(str(error).split())  # cleanlab's messages span lines
+        raise checks.LabelsError(f"cleanlab's {function} refused these probabilities and labels: {reason}") from None
