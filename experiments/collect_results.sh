@@ -5,7 +5,8 @@
 # DEST_DIR/report/.
 # Usage: bash experiments/collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]
 # Environment: FIRST (default refinery): runs named FIRST_* come first in the report; REFERENCE (a run's name, e.g.
-# ground_truth_seed0): the report's paired differences subtract that run's configuration (default: the first's).
+# ground_truth_seed0): the report's paired differences subtract that run's configuration (default, and while that
+# run does not exist yet: the first's).
 set -euo pipefail
 runs=${1:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
 dest=${2:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
@@ -22,5 +23,11 @@ for run in "$runs/${first}"_*/ "$runs"/!(${first}_*)/; do  # FIRST runs first: t
 done
 [ ${#copied[@]} -gt 0 ] || { echo "collect_results.sh: no run with results.json under $runs" >&2; exit 2; }
 reference=()
-[ -z "${REFERENCE:-}" ] || reference=(--reference "$dest/$REFERENCE")
+if [ -n "${REFERENCE:-}" ]; then
+  if [[ " ${copied[*]} " == *" $dest/$REFERENCE "* ]]; then
+    reference=(--reference "$dest/$REFERENCE")
+  else  # a design still running: its report pairs against its first configuration until REFERENCE exists
+    echo "collect_results.sh: no $REFERENCE under $runs yet; the report's paired differences subtract its first configuration" >&2
+  fi
+fi
 python -m lr_jax.report "${copied[@]}" --out "$dest/report" --examples "$dest/$examples" "${reference[@]}"

@@ -122,7 +122,7 @@ def test_headline_command_and_forest_plot(root, tmp_path, capsys):
 def test_part_two_is_one_declaration():
     part_two = designs.PART_TWO
     assert len(part_two.comparisons) == 14 and part_two.folders == ("online", "stronger", "converged")
-    assert [part_two.folder_number(c) for c in part_two.comparisons] == [1] * 8 + [2] * 3 + [3] * 3
+    assert [part_two.design_number(c) for c in part_two.comparisons] == [1] * 8 + [2] * 3 + [3] * 3
     assert all(name.split("/")[0] in part_two.folders for c in part_two.comparisons for name in c.names)
 
 
@@ -180,7 +180,7 @@ def test_label_issues_cleanings_by_hand(tmp_path, capsys):
     assert table[0] == "| design | comparison | mean [95% interval] (pairs) | per seed (seed: points) |"
     assert ("| 1 | the refinery's flags relabelled minus cleanlab's flags left out | +2.00 [-2.30, +6.30] (3) | "
             "0: +3.00, 1: +0.00, 2: +3.00 |") in table
-    assert design.folder_number(recovered.comparison) == 3  # label_issues/worst
+    assert design.design_number(recovered.comparison) == 1  # the worst labels' design, in the plot too
     # Strict pairing still holds where the training sets must match: a relabelled run on other data is an error.
     write_run(tmp_path / "label_issues" / "worst" / "relabel_refinery_seed1", [generation_row(1, 0.77)],
               generations=1, seed=1, num_train=900)

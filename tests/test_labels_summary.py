@@ -65,6 +65,7 @@ def test_label_issues_table_command(runs_root, tmp_path, capsys):
     assert text.startswith("### worst: finding the known label errors (3 seeds; wrong given labels among the "
                            "training images, seed 0: 40 of 1000, seed 1: 40 of 1000, seed 2: 40 of 1000)")
     assert "| the refinery's labels (the chain's generation 2) minus the noisy labels | +3.00 [" in text
+    assert "\n### Which cleaning trains the better model: validation accuracy on the dataset's labels" in text
     bad = runs_root / "label_issues" / "worst" / "seed1" / "detection.json"
     bad.write_text("{not json")
     with pytest.raises(SystemExit) as stop:

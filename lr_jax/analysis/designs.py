@@ -64,10 +64,10 @@ class Design:
     measure: str = "validation accuracy"
     column: Optional[str] = None
 
-    def folder_number(self, comparison: Comparison) -> int:
-        """1, 2, ...: the position in `folders` of the folder that the comparison's run lives in (a folder may
-        hold slashes: the run's name is the folder, '/', the run folder's name)."""
-        return self.folders.index(comparison.run.rsplit("/", 1)[0]) + 1
+    @staticmethod
+    def design_number(comparison: Comparison) -> int:
+        """1, 2, ...: the number its group starts with ("2. stronger refinery", "2"), the design it belongs to."""
+        return int(comparison.group.split(".")[0])
 
     def load_runs(self, root: str) -> dict[tuple[str, int], Run]:
         return runs_lib.load_named_runs(root, self.folders, self.prefix)

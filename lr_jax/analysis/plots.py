@@ -167,19 +167,19 @@ def plot_label_entropy(report: Report, path: str) -> Optional[str]:
 
 def forest_plot(design, cells: Sequence, path: str) -> str:
     """The headline of designs.headline_cells as a forest plot: per cell, the mean paired difference (points) with
-    its 95% interval and the per-seed values as dots, one row per cell, top to bottom in table order, coloured by
-    the design folder of the comparison's run; a line at 0."""
+    its 95% interval and the per-seed values as dots, one row per cell, top to bottom in table order, numbered and
+    coloured by the comparison's design (Design.design_number); a line at 0."""
     figure = new_figure(12.0, 0.36 * len(cells) + 1.2)
     axis = figure.subplots()
     for row, cell in enumerate(cells):
         summary = stats.difference(list(cell.values.values()))
         low, high = (summary.low, summary.high) if summary.low is not None else (summary.mean, summary.mean)
         axis.errorbar(100 * summary.mean, row, xerr=[[100 * (summary.mean - low)], [100 * (high - summary.mean)]],
-                      fmt="o", color=f"C{design.folder_number(cell.comparison) - 1}", capsize=3)
+                      fmt="o", color=f"C{design.design_number(cell.comparison) - 1}", capsize=3)
         axis.scatter([100 * v for v in cell.values.values()], [row] * len(cell.values), marker="x", s=14,
                      color="gray", zorder=3)
     axis.set_yticks(range(len(cells)))
-    axis.set_yticklabels([f"{design.folder_number(cell.comparison)}: {cell.comparison.text}"
+    axis.set_yticklabels([f"{design.design_number(cell.comparison)}: {cell.comparison.text}"
                           f"{'' if cell.evaluation is None else ', ' + cell.evaluation}"
                           f"{'' if design.column else f', gen {cell.column}'}"
                           for cell in cells], fontsize="x-small")

@@ -19,7 +19,12 @@ from lr_jax.labels import summary
 def main(argv=None) -> str:
     return cli.headline_main(designs.LABEL_ISSUES, argv, "python -m lr_jax.experiments.label_issues_table", __doc__,
                              "label_issues.sh's RUNS_ROOT, or the collected results root (experiments/results)",
-                             preface=summary.detection_sections)
+                             preface=_detection_then_heading)
+
+
+def _detection_then_heading(root: str) -> str:
+    return (f"{summary.detection_sections(root)}\n### Which cleaning trains the better model: validation accuracy "
+            "on the dataset's labels, one `cpu`-preset generation each, paired by seed (percentage points)\n")
 
 
 if __name__ == "__main__":

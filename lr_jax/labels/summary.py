@@ -90,7 +90,8 @@ def detection_sections(root: str) -> str:
             continue
         errors = ", ".join(f"seed {seed}: {payload.get('errors')} of {payload.get('images')}"
                            for seed, payload in by_seed.items())
-        sections += [f"### {label_set}: finding the known label errors ({len(by_seed)} seeds; wrong given labels "
+        seeds = f"{len(by_seed)} seed{'' if len(by_seed) == 1 else 's'}"
+        sections += [f"### {label_set}: finding the known label errors ({seeds}; wrong given labels "
                      f"among the training images, {errors})", "", detection_table(by_seed), "",
                      "Paired by seed (percentage points):", "", paired_table(by_seed), ""]
     if not sections:
