@@ -55,7 +55,8 @@ class Comparison:
 class Design:
     """A headline: its `comparisons`, in table order, between run folders under a root (ROOT/<prefix><folder>
     where collected, else ROOT/<folder>; see runs.load_named_runs); `measure` names the metric in the plot;
-    `column` names the table's columns (None: one per generation, "gen k")."""
+    `column`, where given, names the table's one column (every comparison's cell in column 1; None: a column per
+    generation, "gen k")."""
 
     name: str
     folders: tuple[str, ...]
