@@ -89,13 +89,18 @@ def load_label_summary(workdir: str) -> dict:
     return summary
 
 
+def design_folder(root: str, folder: str, prefix: str) -> str:
+    """ROOT/<prefix><folder> (a collected copy) if it exists, else ROOT/<folder> (the runs root's own)."""
+    path = os.path.join(root, f"{prefix}{folder}")
+    return path if os.path.isdir(path) else os.path.join(root, folder)
+
+
 def load_named_runs(root: str, folders: Sequence[str], prefix: str) -> dict[tuple[str, int], Run]:
     """{('folder/name', seed): Run} for every run folder <name>_seed<S> with a results.json in each of `folders`
-    under ROOT: ROOT/<prefix><folder> (a collected copy) if it exists, else ROOT/<folder>."""
+    under ROOT (design_folder: the collected copy if there is one)."""
     runs = {}
     for folder in folders:
-        path = os.path.join(root, f"{prefix}{folder}")
-        path = path if os.path.isdir(path) else os.path.join(root, folder)
+        path = design_folder(root, folder, prefix)
         if not os.path.isdir(path):
             continue
         for entry in sorted(os.listdir(path)):

@@ -9,11 +9,14 @@ import os
 import re
 from typing import Optional
 
+from lr_jax.analysis import runs as runs_lib
 from lr_jax.analysis import stats
+from lr_jax.analysis.designs import LABEL_ISSUES
 from lr_jax.analysis.tables import format_difference, format_stat
 from lr_jax.labels.compare import COLUMNS, DETECTION_JSON, IN_SAMPLE, KFOLD
 
-FOLDER, COLLECTED = "label_issues", "part_three_label_issues"  # under a runs root; under a collected results root
+FOLDER = "label_issues"  # under a runs root; under a collected results root, with LABEL_ISSUES' prefix
+PREFIX = LABEL_ISSUES.prefix
 LABEL_SETS = ("worst", "aggre")  # experiments/label_issues.sh's DESIGNS
 METRICS = tuple((key, name) for key, name in COLUMNS if key not in ("method", "probabilities", "flagged"))
 # (run, partner, text): each seed's metric of `run` minus `partner`'s, both (method, probabilities)
@@ -29,8 +32,7 @@ def read_detections(root: str, label_set: str) -> dict[int, dict]:
     """{seed: detection.json} from ROOT/part_three_label_issues/<set>/seed<S> (a collected copy) if that folder
     exists, else ROOT/label_issues/<set>/seed<S> (label_issues.sh's runs root); a ValueError names an unreadable
     file."""
-    folder = os.path.join(root, COLLECTED, label_set)
-    folder = folder if os.path.isdir(folder) else os.path.join(root, FOLDER, label_set)
+    folder = runs_lib.design_folder(root, f"{FOLDER}/{label_set}", PREFIX)
     found = {}
     for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
         match = re.fullmatch(r"seed(\d+)", entry)
@@ -95,5 +97,5 @@ def detection_sections(root: str) -> str:
                      f"among the training images, {errors})", "", detection_table(by_seed), "",
                      "Paired by seed (percentage points):", "", paired_table(by_seed), ""]
     if not sections:
-        return f"(no {DETECTION_JSON} under {FOLDER}/ or {COLLECTED}/ of this root)\n"
+        return f"(no {DETECTION_JSON} under {FOLDER}/ or {PREFIX}{FOLDER}/ of this root)\n"
     return "\n".join(sections)
