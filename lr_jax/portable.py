@@ -5,8 +5,8 @@
 
 copies results.json (in the current format), results.md (written anew), log.txt and labels_summary.npz, never
 checkpoints, with each folder named in the run's config replaced by a placeholder (`<data_dir>`, `<workdir>`, ...;
-`<train_labels_dir>/FILE` for a label file) and any other absolute path outside /usr by `<path>`; or one text file (a label tool's JSON, Markdown or CSV) with
-DIR replaced by `<runs_root>` and any other absolute path by `<path>`."""
+`<train_labels_dir>/FILE` for a label file) and any other absolute path outside /usr by `<path>`; or one text file
+(a label tool's JSON, Markdown or CSV) with DIR replaced by `<runs_root>` and any other absolute path by `<path>`."""
 
 from __future__ import annotations
 

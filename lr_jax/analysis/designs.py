@@ -219,7 +219,6 @@ PART_THREE = Design("Part three", ("worst", "aggre", "random1", "crops_008", "cr
 # model and the refinery's are the online chain's generations 1 and 2 (part three's <set>/online); the retrains
 # live in label_issues/<set>/; the clean ceiling is Part two's generation 1 of the same seed. A retrain that drops
 # images pairs on the seed and validation split only (stats.SAME_VALIDATION).
-_FIRST = _at(1, 1, 1)
 
 
 def _cleaning(group: str, label_set: str) -> tuple[Comparison, ...]:
@@ -233,11 +232,11 @@ def _cleaning(group: str, label_set: str) -> tuple[Comparison, ...]:
     return (
         *(Comparison(group if k == 0 else first, f"{text} minus the noisy labels", run, chain, _at(1, generation, 1),
                      pairing=pairing) for k, (text, run, generation, pairing) in enumerate(arms)),
-        Comparison(first, "the refinery's flags relabelled minus cleanlab's flags left out", relabel, drop, _FIRST,
-                   pairing=subset),
+        Comparison(first, "the refinery's flags relabelled minus cleanlab's flags left out", relabel, drop,
+                   _at(1, 1, 1), pairing=subset),
         Comparison(first, "the refinery's labels (generation 2) minus cleanlab's flags left out", chain, drop,
                    _at(1, 2, 1), pairing=subset),
-        Comparison(first, "clean labels (Part two's generation 1) minus the noisy labels", _CLEAN, chain, _FIRST),
+        Comparison(first, "clean labels (Part two's generation 1) minus the noisy labels", _CLEAN, chain, _at(1, 1, 1)),
         *(Comparison(first, f"recovered fraction, {text}: (cleaned - noisy) / (clean - noisy)", run, chain,
                      Generations(((1, generation, 1, 1),)), quantity=RECOVERED, others=(_CLEAN,), pairing=pairing)
           for text, run, generation, pairing in arms),

@@ -207,8 +207,8 @@ def headline_table(cells: Sequence, column: Optional[str] = None) -> str:
     own, when the cells were computed for several), generations as columns (mean [95% interval] (pairs)), then
     each cell's per-seed values. With `column` (a design's one column), every cell is in column 1, so named."""
     evaluated = any(cell.evaluation is not None for cell in cells)
-    columns = 1 if column else max([3] + [cell.column for cell in cells])
-    names = [column] if column else [f"gen {g}" for g in range(1, columns + 1)]
+    names = [column] if column else [f"gen {g}" for g in range(1, max([3] + [cell.column for cell in cells]) + 1)]
+    columns = len(names)
     rows = ["| design | comparison | " + ("evaluation | " if evaluated else "")
             + " | ".join(names) + " | per seed (seed: points) |",
             "|---|---|" + ("---|" if evaluated else "") + "---|" * columns + "---|"]
