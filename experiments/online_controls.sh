@@ -13,10 +13,16 @@
 #   distillation_seedS      the chain's generation 1 reused as the teacher of one student: online labels at
 #                           temperature 4 mixed half and half with ground truth (Hinton et al.)
 #   compute_matched_seedS   one model on ground truth trained for GENERATIONS x the epochs: the chain's SGD steps
+#   precomputed_seedS       (only when CONTROLS names it) the chain's generation 1 refining GENERATIONS-1 generations
+#                           with precomputed labels (the blog's variant)
 # Usage: bash experiments/online_controls.sh RUNS_DIR SEED [flags, e.g. --data_dir DIR --cache_dir C --preset cpu]
 # Environment: GENERATIONS (default 3), EPOCHS (per generation; default: the flags' or preset's, as the chain
-# records it), CONTROLS (default "ground_truth matched_smoothing distillation compute_matched").
+# records it), CONTROLS (default "ground_truth matched_smoothing distillation compute_matched"), COLLECTED (below).
 # Resumable: rerun the same command to continue after an interruption (finished generations are reloaded).
+# On a fresh machine (a new Colab VM, a clean clone) set COLLECTED to the committed copies of RUNS_DIR's runs
+# (collect_results.sh's DEST_DIR): a run whose copy there holds all its generations is not trained again, and
+# matched_smoothing.json is taken from there. The chain's generation 1 is retrained (the same seed trains the same
+# model; collect_results.sh checks it) only while a control that reuses it is still to run.
 set -euo pipefail
 runs=${1:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 seed=${2:?usage: online_controls.sh RUNS_DIR SEED [flags]}
@@ -31,11 +37,30 @@ log="$runs/log.txt"
 . "$(dirname "$0")/run_logged.sh"
 # train ... --workdir DIR: one run (the workdir is its last flag), output into $log, a progress line on the terminal.
 train() { run_logged "$log" "${@: -1}" python -m lr_jax.experiments.cifar10 --seed "$seed" --no_progress "$@"; }
+# collected RUN GENERATIONS: true when COLLECTED holds RUN's copy with at least GENERATIONS generations.
+collected() {
+  [ -n "${COLLECTED:-}" ] && [ "$(result_generations "$COLLECTED/$1/results.json")" -ge "$2" ] || return 1
+  printf '[%s] %s: collected in %s, not trained again\n' "$(date +%H:%M:%S)" "$runs/$1" "$COLLECTED"
+}
+# The run each control trains, and its number of generations.
+control_run() { echo "${1}_seed$seed"; }
+control_generations() {
+  case $1 in ground_truth|precomputed) echo "$generations" ;; distillation) echo 2 ;; *) echo 1 ;; esac
+}
 
 chain="$runs/online_seed$seed"
-train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
-chain_epochs=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['epochs'])" "$chain/results.json")
+pending=()
 for control in $controls; do
+  collected "$(control_run "$control")" "$(control_generations "$control")" || pending+=("$control")
+done
+if ! collected "online_seed$seed" "$generations"; then
+  train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
+elif [ ${#pending[@]} -gt 0 ] && [ ! -e "$chain/checkpoints/finished/1" ]; then
+  train "$@" "${epochs[@]}" --label_mode online --generations 1 --workdir "$chain"  # for the controls that reuse it
+fi
+[ ${#pending[@]} -gt 0 ] || exit 0
+chain_epochs=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['epochs'])" "$chain/results.json")
+for control in "${pending[@]}"; do
   case $control in
     ground_truth)
       workdir="$runs/ground_truth_seed$seed"
@@ -50,6 +75,7 @@ for control in $controls; do
       # Matched once, to the first seed's generation 1, and kept for every seed (so the seeds share one
       # configuration); each seed's own entropies go to the log.
       matched="$runs/matched_smoothing.json"
+      [ -e "$matched" ] || [ ! -e "${COLLECTED:-}/matched_smoothing.json" ] || cp "$COLLECTED/matched_smoothing.json" "$matched"
       python -m lr_jax.experiments.matched_smoothing "$chain" --generation 1 > "$runs/matched_smoothing_seed$seed.json"
       cat "$runs/matched_smoothing_seed$seed.json" >> "$log"
       [ -e "$matched" ] || cp "$runs/matched_smoothing_seed$seed.json" "$matched"
@@ -60,6 +86,9 @@ for control in $controls; do
         --gt_weight 0.5 --generations 2 --workdir "$runs/distillation_seed$seed" ;;
     compute_matched)
       train "$@" --generations 1 --epochs $((generations * chain_epochs)) --workdir "$runs/compute_matched_seed$seed" ;;
+    precomputed)
+      train "$@" "${epochs[@]}" --refinery_workdir "$chain" --refinery_generation 1 --generations "$generations" \
+        --workdir "$runs/precomputed_seed$seed" ;;
     *) echo "online_controls.sh: unknown control '$control' in CONTROLS" >&2; exit 2 ;;
   esac
 done

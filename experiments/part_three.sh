@@ -12,9 +12,11 @@
 # Usage: bash experiments/part_three.sh RUNS_ROOT --data_dir JPEG_COPY [--cache_dir CACHE] [flags]
 # The label CSVs are written once into RUNS_ROOT/labels/ by `python -m lr_jax.cifar10n` from CIFAR10N (default
 # ../shared/data/cifar10n/CIFAR-10_human.pt) and the image folder given as --data_dir.
-# Environment: SEEDS (default "0 1 2"), DESIGNS (default "worst crops_008 crops_035 aggre random1"), and
-# online_controls.sh's GENERATIONS / EPOCHS for smaller trials.
-# Resumable: rerun the same command; finished generations are reloaded, not retrained.
+# Environment: SEEDS (default "0 1 2"), DESIGNS (default "worst crops_008 crops_035 aggre random1"),
+# online_controls.sh's GENERATIONS / EPOCHS for smaller trials, and COLLECTED_ROOT (below).
+# Resumable: rerun the same command; finished generations are reloaded, not retrained. On a fresh machine, with
+# COLLECTED_ROOT=experiments/results (collect_part_three.sh's DEST_ROOT, committed), the runs collected there with all
+# their generations are not trained again (online_controls.sh's COLLECTED).
 set -euo pipefail
 root=${1:?usage: part_three.sh RUNS_ROOT --data_dir JPEG_COPY [flags]}
 shift
@@ -37,13 +39,11 @@ if [ ! -e "$labels/worse_label.csv" ]; then
 fi
 for design in ${DESIGNS:-worst crops_008 crops_035 aggre random1}; do
   for seed in ${SEEDS:-0 1 2}; do
+    [ -z "${COLLECTED_ROOT:-}" ] || export COLLECTED="$COLLECTED_ROOT/part_three_$design"
     case $design in
       worst)
-        bash "$here/online_controls.sh" "$root/worst" "$seed" --preset cpu --train_labels "$labels/worse_label.csv" "$@"
-        run_logged "$root/worst/log.txt" "$root/worst/precomputed_seed$seed" python -m lr_jax.experiments.cifar10 \
-          --preset cpu --seed "$seed" --no_progress --train_labels "$labels/worse_label.csv" "$@" \
-          ${EPOCHS:+--epochs "$EPOCHS"} --refinery_workdir "$root/worst/online_seed$seed" --refinery_generation 1 \
-          --generations "${GENERATIONS:-3}" --workdir "$root/worst/precomputed_seed$seed" ;;
+        CONTROLS="ground_truth matched_smoothing distillation compute_matched precomputed" \
+          bash "$here/online_controls.sh" "$root/worst" "$seed" --preset cpu --train_labels "$labels/worse_label.csv" "$@" ;;
       crops_008|crops_035)
         scale=$([ "$design" = crops_008 ] && echo 0.08,1 || echo 0.35,1)
         CONTROLS=ground_truth bash "$here/online_controls.sh" "$root/$design" "$seed" --preset cpu \

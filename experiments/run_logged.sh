@@ -21,3 +21,11 @@ PY
     "${summary:+; $summary}"
   return "$status"
 }
+# result_generations RESULTS_JSON: how many generations a run's results.json holds (0 when the file is missing).
+result_generations() {
+  if [ -f "$1" ]; then
+    python -c "import json, sys; print(len(json.load(open(sys.argv[1]))['generations']))" "$1"
+  else
+    echo 0
+  fi
+}

@@ -266,6 +266,74 @@ def test_collect_results_copies_runs_without_paths_and_reports(tmp_path):
     assert_no_absolute_paths(dest)
 
 
+def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
+    """online_controls.sh with COLLECTED (the committed copies of collect_results.sh) on an empty runs folder: runs
+    collected with all their generations are not trained again, the chain's generation 1 is retrained only for a
+    control still to run, matched_smoothing.json comes from the copies, and collecting again keeps the longer copy
+    of the chain after checking that the retrained generation agrees with it (exit 3 when it does not)."""
+    from cli_runs import write_image_folder
+
+    data_dir = write_image_folder(tmp_path / "data")
+    flags = ["--data_dir", str(data_dir), "--model", "tiny_cnn", "--batch_size", "8", "--val_size", "8",
+             "--train_size", "32", "--eval_batch_size", "16", "--epochs", "1"]
+    env = dict(script_environment(tmp_path), GENERATIONS="2", CONTROLS="matched_smoothing precomputed")
+    script = str(REPO_ROOT / "experiments" / "online_controls.sh")
+
+    def controls(**extra):
+        done = subprocess.run(["bash", script, "runs", "0", *flags], cwd=tmp_path, env=dict(env, **extra),
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        return done.stdout
+
+    def collect():
+        return subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_results.sh"), "runs", "copies",
+                               "online_seed0"],
+                              cwd=tmp_path, env=dict(env, FIRST="online"), capture_output=True, text=True,
+                              timeout=300)
+
+    def generations(path):
+        with open(tmp_path / path / "results.json") as f:
+            return json.load(f)["generations"]
+
+    first = controls()
+    assert first.count(": finished after ") == 3, first  # chain, matched smoothing, precomputed
+    assert collect().returncode == 0
+    assert sorted(p.name for p in (tmp_path / "copies").iterdir()) == sorted([
+        "matched_smoothing.json", "matched_smoothing_seed0.json", "matched_smoothing_seed0", "online_seed0",
+        "precomputed_seed0", "report"])
+    assert len(generations("copies/online_seed0")) == 2
+
+    # A fresh machine: the runs are gone, the copies committed. One control is still to run, with the copies'
+    # smoothing (changed here so that its origin shows).
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(tmp_path / "copies" / "matched_smoothing_seed0")
+    matched = json.loads((tmp_path / "copies" / "matched_smoothing.json").read_text())
+    (tmp_path / "copies" / "matched_smoothing.json").write_text(json.dumps(dict(matched, smoothing_crops=0.123)))
+    second = controls(COLLECTED="copies")
+    assert "runs/precomputed_seed0: collected in copies, not trained again" in second
+    assert "runs/online_seed0: finished" in second and "1 generation(s), generation 1 val" in second, second
+    assert "runs/matched_smoothing_seed0: finished" in second and second.count(": started") == 2, second
+    with open(tmp_path / "runs" / "matched_smoothing_seed0" / "config.json") as f:
+        assert json.load(f)["label_smoothing"] == 0.123
+    retrained = generations("runs/online_seed0")
+    assert len(retrained) == 1 and retrained[0]["val_accuracy"] == generations("copies/online_seed0")[0][
+        "val_accuracy"]  # the same seed trained the same generation 1
+
+    collected = collect()
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    assert "kept copies/online_seed0/results.json (2 generations; the run has 1, and they agree)" in collected.stdout
+    assert len(generations("copies/online_seed0")) == 2 and (tmp_path / "copies" / "matched_smoothing_seed0").is_dir()
+
+    third = controls(COLLECTED="copies")  # everything collected: nothing trains
+    assert ": started" not in third and third.count("not trained again") == 3, third
+
+    record = json.loads((tmp_path / "copies" / "online_seed0" / "results.json").read_text())
+    record["generations"][0]["val_accuracy"] += 0.01
+    (tmp_path / "copies" / "online_seed0" / "results.json").write_text(json.dumps(record))
+    refused = collect()
+    assert refused.returncode == 3 and "not the same computation" in refused.stderr, refused.stderr[-3000:]
+
+
 def test_variants_script_passes_flags_through_and_logs_where_it_says(tmp_path):
     """The first variant starts (and here stops at once: bad data) with its output in RUNS_DIR/log.txt, the extra
     flags reach the runner (last, so they override), and the terminal gets a progress line per run."""
