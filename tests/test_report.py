@@ -101,6 +101,10 @@ def test_markdown_and_csv_tables(runs, tmp_path):
     assert "train-val gap (points)" in text and "train-test gap" not in text.split("## small_cnn")[1]
     assert "| label agreement % |" in text and "| 90.00 ± 0.00 |" in text
     assert "| 1 of 2 | False |" in text  # seed 2 is listed as incomplete
+    per_run = text.split("## Per run")[1].split("## Runs")[0]
+    assert "| configuration | run folder | seed | gen | val acc % | train acc % | ensemble val acc % |" in per_run
+    assert "| small_cnn, precomputed | ref1 | 1 | 2 | 85.00 | 95.00 | 85.00 |" in per_run
+    assert per_run.count("| small_cnn, precomputed |") == 5 and "given labels repaired" not in per_run
     # Training time sums each run's generations (10 s; 10 + 20 s; 10 + 20 s), then averages over runs.
     assert "Mean wall time per run: 12 s; mean training time per run, all generations: 23 s." in text
     with open(paths["csv"]) as f:
@@ -113,6 +117,16 @@ def test_markdown_and_csv_tables(runs, tmp_path):
     assert float(rows[1]["val_accuracy_mean"]) == pytest.approx(0.83)
     assert float(rows[1]["val_accuracy_std"]) == pytest.approx(0.02 * 2**0.5)
     assert rows[2]["val_accuracy_std"] == "" and rows[2]["test_accuracy_mean"] == ""
+
+
+def test_per_run_table_shows_the_labels_each_generation_hands_on(tmp_path):
+    rows = [dict(generation_row(g, 0.7 + g / 100), train_accuracy_dataset_labels=0.75 + g / 100,
+                 labels_repaired=100 * g, labels_broken=10 * g) for g in (1, 2)]
+    text = report.markdown_report(report.aggregate([write_run(tmp_path / "online_seed3", rows, seed=3)]))
+    per_run = text.split("## Per run")[1].split("## Runs")[0]
+    assert ("| train acc % vs the dataset's labels | given labels repaired | given labels broken |"
+            in per_run.splitlines()[2])
+    assert "| small_cnn, precomputed | online_seed3 | 3 | 2 | 72.00 | 82.00 | 72.00 | 77.00 | 200 | 20 |" in per_run
 
 
 def test_test_split_columns_and_headline(tmp_path):

@@ -118,6 +118,27 @@ def configuration_section(configuration: Configuration) -> list[str]:
             "", configuration_table(configuration)]
 
 
+# The per-run table's metrics (those some run has): what a reader checks seed by seed.
+PER_RUN_METRICS = ("val_accuracy", "val_accuracy_no_flip", "test_accuracy", "test_accuracy_no_flip",
+                   "ensemble_val_accuracy", "ensemble_test_accuracy", "train_accuracy",
+                   "train_accuracy_dataset_labels", "labels_repaired", "labels_broken")
+
+
+def per_run_section(report: Report) -> list[str]:
+    """Every run's generations, one row each, with the PER_RUN_METRICS that some run has (the values behind the
+    means, and behind each paired difference)."""
+    rows = [(configuration, run, row) for configuration in report.configurations for run in configuration.runs
+            for row in run.payload["generations"]]
+    columns = [c for c in results.present_metrics([row for _, _, row in rows]) if c[0] in PER_RUN_METRICS]
+    out = ["", "## Per run", "", "| configuration | run folder | seed | gen | "
+           + " | ".join(title for _, title, _ in columns) + " |", "|---|---|---|---|" + "---|" * len(columns)]
+    for configuration, run, row in rows:
+        cells = [results.format_metric(row.get(key), kind) for key, _, kind in columns]
+        out.append(f"| {configuration.label} | {os.path.basename(run.workdir.rstrip('/'))} | "
+                   f"{run.payload['config']['seed']} | {row['generation']} | " + " | ".join(cells) + " |")
+    return out
+
+
 def runs_section(report: Report) -> list[str]:
     """The list of runs: folder, configuration, seed, generations finished, devices."""
     out = ["", "## Runs", "", "| run folder | configuration | seed | generations | complete | wall s | devices |",
@@ -134,7 +155,7 @@ def runs_section(report: Report) -> list[str]:
 
 def markdown_report(report: Report) -> str:
     """The whole Markdown document: paired differences, per-generation accuracy tables, one table per
-    configuration, and the list of runs."""
+    configuration, every run's generations, and the list of runs."""
     total = sum(len(c.runs) for c in report.configurations)
     out = [
         f"# Label Refinery: {report.dataset}",
@@ -153,7 +174,7 @@ def markdown_report(report: Report) -> str:
             out += ["", f"## {name.capitalize()} accuracy per generation", "", table]
     for configuration in report.configurations:
         out += configuration_section(configuration)
-    return "\n".join(out + runs_section(report)) + "\n"
+    return "\n".join(out + per_run_section(report) + runs_section(report)) + "\n"
 
 
 def _csv_line(report: Report, configuration: Configuration, row: dict) -> list:
