@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Copies Part three's result files (never checkpoints; no absolute paths) from RUNS_ROOT (experiments/part_three.sh's)
 # into DEST_ROOT/part_three_<design>/ for every design that has runs, writes each design's report there (paired
-# against the independent models of the same seed), the crop mechanism (crop_confidence of crops_008's refinery of
-# seed 0, when its checkpoints are there), then DEST_ROOT/part_three_headline.md and .png (both evaluations;
+# against the independent models of the same seed), the crop mechanism (part_three.sh's crops_008/mechanism/: the
+# crop_confidence of crops_008's first refinery), then DEST_ROOT/part_three_headline.md and .png (both evaluations;
 # python -m lr_jax.experiments.part_three_table). DEST_ROOT must also hold Part two's collected part_two_online:
 # its generation 1 is the clean-label ceiling of the same seeds. Where experiments/label_issues.sh has run, it also
 # copies its retrains and each seed's detection.json/.md, contact sheet and top 1,000 suspects (label_issues.csv's
@@ -18,9 +18,11 @@ for design in worst aggre random1 crops_008 crops_035; do
   FIRST=online REFERENCE=ground_truth_seed0 bash "$here/collect_results.sh" "$root/$design" \
     "$dest_root/part_three_$design" online_seed0
 done
-if [ -d "$root/crops_008/online_seed0/checkpoints/finished/1" ]; then
-  python -m lr_jax.experiments.crop_confidence "$root/crops_008/online_seed0" --generation 1 --crop_scale 0.08,1 \
-    --out "$dest_root/part_three_crops_008/mechanism" > /dev/null
+if [ -f "$root/crops_008/mechanism/crop_confidence.json" ]; then
+  rm -rf "$dest_root/part_three_crops_008/mechanism.tmp"
+  cp -r "$root/crops_008/mechanism" "$dest_root/part_three_crops_008/mechanism.tmp"
+  rm -rf "$dest_root/part_three_crops_008/mechanism"
+  mv "$dest_root/part_three_crops_008/mechanism.tmp" "$dest_root/part_three_crops_008/mechanism"
 fi
 issues_dest="$dest_root/part_three_label_issues"
 for label_set in worst aggre; do

@@ -6,7 +6,8 @@
 #            matched label smoothing, distillation T=4 / weight 0.5, a compute-matched 36-epoch run), plus
 #            precomputed_seedS: the chain's generation 1 refining generations 2-3 with precomputed labels (the blog's)
 #   crops_008, crops_035   random-resized crops of scale 0.08-1 (the paper's) and 0.35-1 (milder), ground-truth
-#            labels: the online chain and independent ground-truth models
+#            labels: the online chain and independent ground-truth models; crops_008/mechanism/: the first seed's
+#            refinery measured by python -m lr_jax.experiments.crop_confidence
 #   aggre, random1   CIFAR-10N's aggregate (9.0% wrong) and one annotator's (17.2%) labels: the online chain and
 #            independent models on the same labels
 # Usage: bash experiments/part_three.sh RUNS_ROOT --data_dir JPEG_COPY [--cache_dir CACHE] [flags]
@@ -47,7 +48,16 @@ for design in ${DESIGNS:-worst crops_008 crops_035 aggre random1}; do
       crops_008|crops_035)
         scale=$([ "$design" = crops_008 ] && echo 0.08,1 || echo 0.35,1)
         CONTROLS=ground_truth bash "$here/online_controls.sh" "$root/$design" "$seed" --preset cpu \
-          --crop random_resized --crop_scale "$scale" "$@" ;;
+          --crop random_resized --crop_scale "$scale" "$@"
+        # The mechanism, from the first seed's refinery while its checkpoints are here (collect_part_three.sh
+        # copies it): its confidence against the crop's area, and a contact sheet.
+        mechanism="$root/$design/mechanism"
+        chain="$root/$design/online_seed$seed"
+        if [ "$design" = crops_008 ] && [ ! -e "$mechanism/crop_confidence.json" ] &&
+           [ ! -e "${COLLECTED:-}/mechanism/crop_confidence.json" ] && [ -e "$chain/checkpoints/finished/1" ]; then
+          python -m lr_jax.experiments.crop_confidence "$chain" --generation 1 --crop_scale "$scale" \
+            --out "$mechanism" > /dev/null
+        fi ;;
       aggre|random1)
         key=$([ "$design" = aggre ] && echo aggre_label || echo random_label1)
         CONTROLS=ground_truth bash "$here/online_controls.sh" "$root/$design" "$seed" --preset cpu \
