@@ -22,7 +22,7 @@
 # On a fresh machine (a new Colab VM, a clean clone) set COLLECTED to the committed copies of RUNS_DIR's runs
 # (collect_results.sh's DEST_DIR): a run whose copy there holds all its generations is not trained again, and
 # matched_smoothing.json is taken from there. The chain's generation 1 is retrained (the same seed trains the same
-# model; collect_results.sh checks it) only while a control that reuses it is still to run.
+# model; collect_results.sh checks it) only while a control that reuses it (all but compute_matched) is still to run.
 set -euo pipefail
 runs=${1:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 seed=${2:?usage: online_controls.sh RUNS_DIR SEED [flags]}
@@ -53,13 +53,16 @@ pending=()
 for control in $controls; do
   collected "$(control_run "$control")" "$(control_generations "$control")" || pending+=("$control")
 done
+reuse=("${pending[@]/compute_matched}")  # the controls that reuse the chain's generation 1 (all but compute_matched)
 if ! collected "online_seed$seed" "$generations"; then
   train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
-elif [ ${#pending[@]} -gt 0 ] && [ ! -e "$chain/checkpoints/finished/1" ]; then
+elif [ -n "${reuse[*]// }" ] && [ ! -e "$chain/checkpoints/finished/1" ]; then
   train "$@" "${epochs[@]}" --label_mode online --generations 1 --workdir "$chain"  # for the controls that reuse it
 fi
 [ ${#pending[@]} -gt 0 ] || exit 0
-chain_epochs=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['epochs'])" "$chain/results.json")
+record="$chain/results.json"
+[ -e "$record" ] || record="$COLLECTED/online_seed$seed/results.json"  # collected, and not retrained: none reuses it
+chain_epochs=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['epochs'])" "$record")
 for control in "${pending[@]}"; do
   case $control in
     ground_truth)

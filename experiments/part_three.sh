@@ -43,7 +43,7 @@ for design in ${DESIGNS:-worst crops_008 crops_035 aggre random1}; do
     [ -z "${COLLECTED_ROOT:-}" ] || export COLLECTED="$COLLECTED_ROOT/part_three_$design"
     case $design in
       worst)
-        CONTROLS="ground_truth matched_smoothing distillation compute_matched precomputed" \
+        CONTROLS="ground_truth matched_smoothing distillation precomputed compute_matched" \
           bash "$here/online_controls.sh" "$root/worst" "$seed" --preset cpu --train_labels "$labels/worse_label.csv" "$@" ;;
       crops_008|crops_035)
         scale=$([ "$design" = crops_008 ] && echo 0.08,1 || echo 0.35,1)

@@ -276,7 +276,8 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     data_dir = write_image_folder(tmp_path / "data")
     flags = ["--data_dir", str(data_dir), "--model", "tiny_cnn", "--batch_size", "8", "--val_size", "8",
              "--train_size", "32", "--eval_batch_size", "16", "--epochs", "1"]
-    env = dict(script_environment(tmp_path), GENERATIONS="2", CONTROLS="matched_smoothing precomputed")
+    env = dict(script_environment(tmp_path), GENERATIONS="2",
+               CONTROLS="matched_smoothing precomputed compute_matched")
     script = str(REPO_ROOT / "experiments" / "online_controls.sh")
 
     def controls(**extra):
@@ -296,11 +297,11 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
             return json.load(f)["generations"]
 
     first = controls()
-    assert first.count(": finished after ") == 3, first  # chain, matched smoothing, precomputed
+    assert first.count(": finished after ") == 4, first  # chain, matched smoothing, precomputed, compute-matched
     assert collect().returncode == 0
     assert sorted(p.name for p in (tmp_path / "copies").iterdir()) == sorted([
         "matched_smoothing.json", "matched_smoothing_seed0.json", "matched_smoothing_seed0", "online_seed0",
-        "precomputed_seed0", "report"])
+        "precomputed_seed0", "compute_matched_seed0", "report"])
     assert len(generations("copies/online_seed0")) == 2
 
     # A fresh machine: the runs are gone, the copies committed. One control is still to run, with the copies'
@@ -311,6 +312,7 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     (tmp_path / "copies" / "matched_smoothing.json").write_text(json.dumps(dict(matched, smoothing_crops=0.123)))
     second = controls(COLLECTED="copies")
     assert "runs/precomputed_seed0: collected in copies, not trained again" in second
+    assert "runs/compute_matched_seed0: collected in copies, not trained again" in second
     assert "runs/online_seed0: finished" in second and "1 generation(s), generation 1 val" in second, second
     assert "runs/matched_smoothing_seed0: finished" in second and second.count(": started") == 2, second
     with open(tmp_path / "runs" / "matched_smoothing_seed0" / "config.json") as f:
@@ -325,13 +327,22 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     assert len(generations("copies/online_seed0")) == 2 and (tmp_path / "copies" / "matched_smoothing_seed0").is_dir()
 
     third = controls(COLLECTED="copies")  # everything collected: nothing trains
-    assert ": started" not in third and third.count("not trained again") == 3, third
+    assert ": started" not in third and third.count("not trained again") == 4, third
 
     record = json.loads((tmp_path / "copies" / "online_seed0" / "results.json").read_text())
     record["generations"][0]["val_accuracy"] += 0.01
     (tmp_path / "copies" / "online_seed0" / "results.json").write_text(json.dumps(record))
     refused = collect()
     assert refused.returncode == 3 and "not the same computation" in refused.stderr, refused.stderr[-3000:]
+
+    # Only the compute-matched run (which reuses nothing of the chain) to train: the chain is not retrained.
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(tmp_path / "copies" / "compute_matched_seed0")
+    fourth = controls(COLLECTED="copies")
+    assert fourth.count(": started") == 1 and "runs/compute_matched_seed0: finished" in fourth, fourth
+    assert generations("runs/compute_matched_seed0") and not (tmp_path / "runs" / "online_seed0").exists()
+    with open(tmp_path / "runs" / "compute_matched_seed0" / "config.json") as f:
+        assert json.load(f)["epochs"] == 2  # 2 generations x the chain's 1 epoch, read from its collected copy
 
 
 def test_variants_script_passes_flags_through_and_logs_where_it_says(tmp_path):
