@@ -4,7 +4,8 @@
 # paths by placeholders (<data_dir>, <workdir>, <cache_dir>, ...), and RUNS_DIR's own .json files (e.g.
 # matched_smoothing.json) into DEST_DIR/, then writes the report over the copies into DEST_DIR/report/.
 # A copy in DEST_DIR that holds more generations than the run (a run retrained on a fresh machine only as far as
-# others need it) is kept; the generations both hold must agree, or the script stops (exit 3) before copying.
+# others need it) is kept; the generations both hold must agree, or the script stops (exit 3) without copying that
+# run or writing the report.
 # Usage: bash experiments/collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]
 # Environment: FIRST (default refinery): runs named FIRST_* come first in the report; REFERENCE (a run's name, e.g.
 # ground_truth_seed0): the report's paired differences subtract that run's configuration (default, and while that

@@ -50,13 +50,15 @@ control_generations() {
 
 chain="$runs/online_seed$seed"
 pending=()
+reuses_chain=""  # set when a pending control reuses the chain's generation 1 (all but compute_matched do)
 for control in $controls; do
-  collected "$(control_run "$control")" "$(control_generations "$control")" || pending+=("$control")
+  collected "$(control_run "$control")" "$(control_generations "$control")" && continue
+  pending+=("$control")
+  [ "$control" = compute_matched ] || reuses_chain=1
 done
-reuse=("${pending[@]/compute_matched}")  # the controls that reuse the chain's generation 1 (all but compute_matched)
 if ! collected "online_seed$seed" "$generations"; then
   train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
-elif [ -n "${reuse[*]// }" ] && [ ! -e "$chain/checkpoints/finished/1" ]; then
+elif [ -n "$reuses_chain" ] && [ ! -e "$chain/checkpoints/finished/1" ]; then
   train "$@" "${epochs[@]}" --label_mode online --generations 1 --workdir "$chain"  # for the controls that reuse it
 fi
 [ ${#pending[@]} -gt 0 ] || exit 0
