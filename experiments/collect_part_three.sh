@@ -5,8 +5,9 @@
 # crop_confidence of crops_008's first refinery), then DEST_ROOT/part_three_headline.md and .png (both evaluations;
 # python -m lr_jax.experiments.part_three_table). DEST_ROOT must also hold Part two's collected part_two_online:
 # its generation 1 is the clean-label ceiling of the same seeds. Where experiments/label_issues.sh has run, it also
-# copies its retrains and each seed's detection.json/.md, contact sheet and top 1,000 suspects (label_issues.csv's
-# first rows; no absolute paths) into DEST_ROOT/part_three_label_issues/<set>/, and writes the label-issues tables
+# copies its retrains and each seed's detection.json/.md, kfold_probs.npz (so that a fresh machine need not train
+# the folds again), contact sheet and top 1,000 suspects (label_issues.csv's first rows; no absolute paths) into
+# DEST_ROOT/part_three_label_issues/<set>/, and writes the label-issues tables
 # DEST_ROOT/part_three_label_issues/summary.md and .png (python -m lr_jax.experiments.label_issues_table).
 # Usage: bash experiments/collect_part_three.sh RUNS_ROOT [DEST_ROOT, default experiments/results]
 set -euo pipefail
@@ -35,9 +36,9 @@ for label_set in worst aggre; do
   for seed_dir in "$issues"/seed*/; do
     seed_dir=${seed_dir%/}
     copy="$issues_dest/$label_set/$(basename "$seed_dir")"
-    for name in detection.json detection.md; do
+    for name in detection.json detection.md kfold/kfold_probs.npz; do
       if [ -f "$seed_dir/$name" ]; then
-        python -m lr_jax.portable "$seed_dir/$name" "$copy/$name" --runs_root "$root" > /dev/null
+        python -m lr_jax.portable "$seed_dir/$name" "$copy/$(basename "$name")" --runs_root "$root" > /dev/null
       fi
     done
     if [ -f "$seed_dir/label_issues.png" ]; then mkdir -p "$copy" && cp "$seed_dir/label_issues.png" "$copy/"; fi

@@ -26,6 +26,12 @@
 # for smaller trials: the chain must have been trained with the same EPOCHS to pair with it), DRY_RUN=1 (print the
 # commands instead of running them; no file is written).
 # Resumable: rerun the same command; finished steps are skipped, kfold folds and retrains reloaded, not retrained.
+# On a fresh machine (a new VM, a clean clone), run experiments/part_three.sh first (it writes RUNS_ROOT/labels/) and
+# set COLLECTED_ROOT=experiments/results (collect_part_three.sh's DEST_ROOT, committed) for both: a seed whose
+# detection.json and both retrains are collected in COLLECTED_ROOT/part_three_label_issues/<design>/ is not run
+# again; a collected kfold_probs.npz is restored instead of training the folds again; and a chain whose checkpoints
+# are gone (only its collected copy is left) has its generation 1 retrained by part_three.sh (NEED_CHAIN=1: the same
+# seed trains the same model) for the steps that read it (export, issues, compare).
 set -euo pipefail
 usage="usage: label_issues.sh RUNS_ROOT --data_dir JPEG_COPY [--cache_dir CACHE] [flags]"
 [ $# -ge 1 ] || { echo "$usage" >&2; exit 2; }
@@ -45,6 +51,8 @@ for i in "${!args[@]}"; do
   esac
 done
 fail() { echo "label_issues.sh: $*" >&2; exit 2; }
+# collected_dir NAME: where collect_part_three.sh copied a design's runs, or label_issues's (none without COLLECTED_ROOT)
+collected_dir() { [ -z "${COLLECTED_ROOT:-}" ] || echo "$COLLECTED_ROOT/part_three_$1"; }
 [ -n "$data_dir" ] || fail "give --data_dir (the CIFAR-10 image folder of part three's runs)"
 [ -d "$root/labels" ] || fail "$root/labels is missing: run experiments/part_three.sh $root first"
 designs=${DESIGNS:-worst aggre}
@@ -58,7 +66,9 @@ for design in $designs; do
   for seed in $seeds; do
     case $seed in ''|*[!0-9]*) fail "SEEDS must be whole numbers, got '$seed'" ;; esac
     chain="$root/$design/online_seed$seed"
-    [ -e "$chain/results.json" ] || fail "$chain/results.json is missing: run experiments/part_three.sh first"
+    [ -e "$chain/results.json" ] || [ -e "$(collected_dir "$design")/online_seed$seed/results.json" ] ||
+      fail "$chain/results.json is missing: run experiments/part_three.sh first (on a fresh machine, give both" \
+        "COLLECTED_ROOT=experiments/results)"
   done
 done
 out_root="$root/label_issues"
@@ -87,11 +97,28 @@ for design in $designs; do
   for seed in $seeds; do
     chain="$root/$design/online_seed$seed"
     out="$out_root/$design/seed$seed"
+    copies=""
+    [ -z "${COLLECTED_ROOT:-}" ] || copies="$(collected_dir label_issues)/$design"
+    if [ -n "$copies" ] && [ -e "$copies/seed$seed/detection.json" ] &&
+       [ "$(result_generations "$copies/relabel_refinery_seed$seed/results.json")" -ge 1 ] &&
+       [ "$(result_generations "$copies/drop_cleanlab_seed$seed/results.json")" -ge 1 ]; then
+      printf '[%s] %s: collected in %s, not run again\n' "$(date +%H:%M:%S)" "$out" "$copies"
+      continue
+    fi
+    [ -e "$chain/checkpoints/finished/1" ] ||
+      step env NEED_CHAIN=1 DESIGNS="$design" SEEDS="$seed" bash "$here/part_three.sh" "$root" "$@"
     [ -e "$out/export_g1.npz" ] ||
       step python -m lr_jax.labels export "$chain" --generation 1 --out "$out/export_g1.npz"
     [ -e "$out/label_issues.png" ] || step python -m lr_jax.labels issues "$chain" --generation 1 --out "$out" --top 64
-    step python -m lr_jax.labels kfold "$out/kfold" --folds "$folds" --preset cpu --seed "$seed" --no_progress \
-      --train_labels "$root/labels/$key.csv" "$@" "${epochs[@]}"
+    if [ -e "$out/kfold/kfold_probs.npz" ]; then
+      :  # written last, once every fold has predicted
+    elif [ -n "$copies" ] && [ -e "$copies/seed$seed/kfold_probs.npz" ]; then
+      step mkdir -p "$out/kfold"
+      step cp "$copies/seed$seed/kfold_probs.npz" "$out/kfold/kfold_probs.npz"
+    else
+      step python -m lr_jax.labels kfold "$out/kfold" --folds "$folds" --preset cpu --seed "$seed" --no_progress \
+        --train_labels "$root/labels/$key.csv" "$@" "${epochs[@]}"
+    fi
     [ -e "$out/detection.json" ] || step python -m lr_jax.labels compare "$chain" --generation 1 \
       --kfold "$out/kfold/kfold_probs.npz" --out "$out"
     train "$out_root/$design/relabel_refinery_seed$seed" "$seed" --train_labels "$out/relabel_refinery.csv" "$@"

@@ -22,7 +22,8 @@
 # On a fresh machine (a new Colab VM, a clean clone) set COLLECTED to the committed copies of RUNS_DIR's runs
 # (collect_results.sh's DEST_DIR): a run whose copy there holds all its generations is not trained again, and
 # matched_smoothing.json is taken from there. The chain's generation 1 is retrained (the same seed trains the same
-# model; collect_results.sh checks it) only while a control that reuses it (all but compute_matched) is still to run.
+# model; collect_results.sh checks it) only while a control that reuses it (all but compute_matched) is still to run,
+# or when NEED_CHAIN=1 (experiments/label_issues.sh, which reads its checkpoint).
 set -euo pipefail
 runs=${1:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 seed=${2:?usage: online_controls.sh RUNS_DIR SEED [flags]}
@@ -50,7 +51,7 @@ control_generations() {
 
 chain="$runs/online_seed$seed"
 pending=()
-reuses_chain=""  # set when a pending control reuses the chain's generation 1 (all but compute_matched do)
+reuses_chain=${NEED_CHAIN:-}  # set when a pending control reuses the chain's generation 1 (all but compute_matched do)
 for control in $controls; do
   collected "$(control_run "$control")" "$(control_generations "$control")" && continue
   pending+=("$control")

@@ -6,7 +6,8 @@
 copies results.json (in the current format), results.md (written anew), log.txt and labels_summary.npz, never
 checkpoints, with each folder named in the run's config replaced by a placeholder (`<data_dir>`, `<workdir>`, ...;
 `<train_labels_dir>/FILE` for a label file) and any other absolute path outside /usr by `<path>`; or one text file
-(a label tool's JSON, Markdown or CSV) with DIR replaced by `<runs_root>` and any other absolute path by `<path>`."""
+(a label tool's JSON, Markdown or CSV) or .npz archive (its single strings, e.g. kfold_probs.npz's source: the
+arrays are copied as they are) with DIR replaced by `<runs_root>` and any other absolute path by `<path>`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import re
 import shutil
 import sys
 from typing import Callable, Optional, Sequence
+
+import numpy as np
 
 from lr_jax import files, results
 
@@ -90,11 +93,20 @@ def copy_portable(run_dir: str, dest_dir: str) -> list[str]:
 
 def copy_text_portable(source: str, dest: str, runs_root: Optional[str] = None) -> str:
     """Copies the text file `source` to `dest` with `runs_root` (where given) replaced by "<runs_root>" and every
-    other absolute path outside /usr by "<path>" (strip_paths); returns `dest`."""
+    other absolute path outside /usr by "<path>" (strip_paths); an .npz archive likewise, in its single strings
+    (0-d string arrays; its other arrays as they are). Returns `dest`."""
+    root = os.path.abspath(runs_root).rstrip("/") if runs_root else None
+    strip = lambda text: strip_paths(text, [(root, "<runs_root>")] if root else [])
+    if source.endswith(".npz"):
+        with np.load(source, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        arrays = {name: np.asarray(strip(str(value))) if value.ndim == 0 and value.dtype.kind == "U" else value
+                  for name, value in arrays.items()}
+        files.write_atomic(dest, lambda f: np.savez_compressed(f, **arrays), binary=True)
+        return dest
     with open(source) as f:
         text = f.read()
-    root = os.path.abspath(runs_root).rstrip("/") if runs_root else None
-    files.write_text_atomic(dest, strip_paths(text, [(root, "<runs_root>")] if root else []))
+    files.write_text_atomic(dest, strip(text))
     return dest
 
 

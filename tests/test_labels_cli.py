@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -365,7 +366,7 @@ def test_label_issues_script_arguments(tmp_path):
     root = tmp_path / "runs"
     (root / "labels").mkdir(parents=True)
     for design in ("worst", "aggre"):
-        (root / design / "online_seed0").mkdir(parents=True)
+        (root / design / "online_seed0" / "checkpoints" / "finished" / "1").mkdir(parents=True)
         (root / design / "online_seed0" / "results.json").write_text("{}")
     done = label_issues_sh(root, "--data_dir", "/d", "--cache_dir", "/c", DRY_RUN="1", SEEDS="0")
     assert done.returncode == 0, done.stderr
@@ -388,3 +389,36 @@ def test_label_issues_script_arguments(tmp_path):
                                ((tmp_path, "--data_dir", "/d"), {}, "labels is missing")):
         done = label_issues_sh(*args, **env)
         assert done.returncode == 2 and message in done.stderr, (args, env, done.stderr)
+
+
+def test_label_issues_script_on_a_fresh_machine(tmp_path):
+    """With COLLECTED_ROOT and the chains' checkpoints gone: a seed collected in full is not run again; otherwise
+    part_three.sh retrains the chain's generation 1 (NEED_CHAIN=1) before the steps that read it, and a collected
+    kfold_probs.npz is restored instead of training the folds; a chain neither here nor collected is an error."""
+    root, collected = tmp_path / "runs", tmp_path / "results"
+    (root / "labels").mkdir(parents=True)
+    for design in ("worst", "aggre"):
+        (collected / f"part_three_{design}" / "online_seed0").mkdir(parents=True)
+        (collected / f"part_three_{design}" / "online_seed0" / "results.json").write_text("{}")
+    issues = collected / "part_three_label_issues"
+    (issues / "worst" / "seed0").mkdir(parents=True)
+    (issues / "worst" / "seed0" / "detection.json").write_text("{}")
+    for arm in ("relabel_refinery", "drop_cleanlab"):
+        (issues / "worst" / f"{arm}_seed0").mkdir()
+        (issues / "worst" / f"{arm}_seed0" / "results.json").write_text(json.dumps({"generations": [{}]}))
+    (issues / "aggre" / "seed0").mkdir(parents=True)
+    (issues / "aggre" / "seed0" / "kfold_probs.npz").write_bytes(b"")
+    done = label_issues_sh(root, "--data_dir", "/d", DRY_RUN="1", SEEDS="0", COLLECTED_ROOT=str(collected))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert f"{root}/label_issues/worst/seed0: collected in {issues}/worst, not run again" in lines[0]
+    aggre = f"{root}/label_issues/aggre/seed0"
+    assert lines[1] == (f"env NEED_CHAIN=1 DESIGNS=aggre SEEDS=0 bash {REPO_ROOT}/experiments/part_three.sh {root} "
+                        "--data_dir /d")
+    assert lines[2].startswith(f"python -m lr_jax.labels export {root}/aggre/online_seed0 --generation 1")
+    assert lines[5] == f"cp {issues}/aggre/seed0/kfold_probs.npz {aggre}/kfold/kfold_probs.npz"
+    assert lines[6].startswith("python -m lr_jax.labels compare") and len(lines) == 9
+    assert not any(" kfold " in line for line in lines) and "drop_cleanlab.csv" in lines[8]
+    shutil.rmtree(collected / "part_three_aggre")
+    done = label_issues_sh(root, "--data_dir", "/d", DRY_RUN="1", SEEDS="0", COLLECTED_ROOT=str(collected))
+    assert done.returncode == 2 and f"{root}/aggre/online_seed0/results.json is missing" in done.stderr

@@ -114,6 +114,10 @@ def test_collect_part_three_copies_label_issues_without_paths(runs_root, tmp_pat
     (seed_dir / "detection.md").write_text(f"# {runs_root}/worst/online_seed0, generation 1\n")
     (seed_dir / "label_issues.csv").write_text("rank,id\n" + "".join(f"{k},train/a/{k}.jpg\n" for k in range(1500)))
     (seed_dir / "label_issues.png").write_bytes(b"\x89PNG not really")
+    (seed_dir / "kfold").mkdir()
+    kfold_probs = {"ids": np.array(["train/a/0.jpg", "train/a/1.jpg"]), "probs": np.eye(2, dtype=np.float32),
+                   "source": np.asarray(json.dumps({"config": {"data_dir": "/data/cifar", "workdir": str(seed_dir)}}))}
+    np.savez_compressed(seed_dir / "kfold" / "kfold_probs.npz", **kfold_probs)
     results_root = tmp_path / "fresh" / "experiments" / "results"
     write_run(results_root / "part_two_online" / "online_seed0", [generation_row(1, 0.90)])
     done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_part_three.sh"), str(runs_root),
@@ -124,7 +128,12 @@ def test_collect_part_three_copies_label_issues_without_paths(runs_root, tmp_pat
     assert sorted(p.name for p in (copied / "worst").iterdir()) == ["drop_cleanlab_seed0", "relabel_refinery_seed0",
                                                                    "report", "seed0", "seed1", "seed2"]
     assert sorted(p.name for p in (copied / "worst" / "seed0").iterdir()) == [
-        "detection.json", "detection.md", "label_issues.png", "label_issues_top1000.csv"]
+        "detection.json", "detection.md", "kfold_probs.npz", "label_issues.png", "label_issues_top1000.csv"]
+    with np.load(copied / "worst" / "seed0" / "kfold_probs.npz", allow_pickle=False) as copy:  # restorable as it was
+        np.testing.assert_array_equal(copy["probs"], kfold_probs["probs"])
+        np.testing.assert_array_equal(copy["ids"], kfold_probs["ids"])
+        assert json.loads(str(copy["source"]))["config"] == {"data_dir": "<path>",
+                                                             "workdir": "<runs_root>/label_issues/worst/seed0"}
     assert json.loads((copied / "worst" / "seed0" / "detection.json").read_text())["kfold"] == (
         "<runs_root>/label_issues/worst/seed0/kfold/p.npz")
     assert len((copied / "worst" / "seed0" / "label_issues_top1000.csv").read_text().splitlines()) == 1001

@@ -176,9 +176,15 @@ def write_format_one_run(folder: pathlib.Path) -> pathlib.Path:
 
 
 def assert_no_absolute_paths(folder: pathlib.Path) -> None:
+    """No absolute path of a machine in `folder`'s text files, nor in the strings of its .npz archives."""
     for path in folder.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".md", ".txt", ".csv"):
-            text = path.read_text()
+        if path.is_file() and path.suffix in (".json", ".md", ".txt", ".csv", ".npz"):
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as archive:
+                    text = "\n".join(str(value) for name in archive.files if archive[name].dtype.kind == "U"
+                                     for value in archive[name].ravel())
+            else:
+                text = path.read_text()
             assert portable.ABSOLUTE_PATH.findall(text) == [], path
             for root in ("/work/", "/tmp/", "/root", str(REPO_ROOT)):
                 assert root not in text, (path, root)
@@ -269,8 +275,9 @@ def test_collect_results_copies_runs_without_paths_and_reports(tmp_path):
 def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     """online_controls.sh with COLLECTED (the committed copies of collect_results.sh) on an empty runs folder: runs
     collected with all their generations are not trained again, the chain's generation 1 is retrained only for a
-    control still to run, matched_smoothing.json comes from the copies, and collecting again keeps the longer copy
-    of the chain after checking that the retrained generation agrees with it (exit 3 when it does not)."""
+    control still to run (or NEED_CHAIN=1), matched_smoothing.json comes from the copies, and collecting again keeps
+    the longer copy of the chain after checking that the retrained generation agrees with it (exit 3 when it does
+    not)."""
     from cli_runs import write_image_folder
 
     data_dir = write_image_folder(tmp_path / "data")
@@ -343,6 +350,14 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     assert generations("runs/compute_matched_seed0") and not (tmp_path / "runs" / "online_seed0").exists()
     with open(tmp_path / "runs" / "compute_matched_seed0" / "config.json") as f:
         assert json.load(f)["epochs"] == 2  # 2 generations x the chain's 1 epoch, read from its collected copy
+
+    # Everything collected, but label_issues.sh needs the chain's checkpoint (NEED_CHAIN=1): generation 1 alone.
+    assert collect().returncode == 0
+    shutil.rmtree(tmp_path / "runs")
+    fifth = controls(COLLECTED="copies", NEED_CHAIN="1")
+    assert fifth.count(": started") == 1 and "runs/online_seed0: finished" in fifth, fifth
+    assert (tmp_path / "runs" / "online_seed0" / "checkpoints" / "finished" / "1").is_dir()
+    assert [row["val_accuracy"] for row in generations("runs/online_seed0")] == [retrained[0]["val_accuracy"]]
 
 
 def test_variants_script_passes_flags_through_and_logs_where_it_says(tmp_path):
