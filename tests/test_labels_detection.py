@@ -51,6 +51,17 @@ def test_score_metrics_by_hand_with_ties():
     assert metrics["average_precision"] == pytest.approx(0.5)
 
 
+def test_precision_at_top_by_hand():
+    # scores 0.9 (error), 0.8, 0.8 (error), 0.1 (error): top 1 {0} -> 1; top 2 {0, 1} (the tie at 0.8 in the
+    # images' order) -> 1/2; top 3 -> 2/3; top 10 is every image -> 3/4.
+    score, is_error = np.array([0.9, 0.8, 0.8, 0.1]), np.array([T, F, T, T])
+    assert [detection.precision_at_top(score, is_error, k) for k in (1, 2, 3, 10)] == pytest.approx(
+        [1.0, 0.5, 2 / 3, 0.75])
+    assert detection.precision_at_top(np.array([]), np.array([], bool), 5) is None
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        detection.precision_at_top(score, is_error, 0)
+
+
 def test_constant_score_is_chance():
     # all tied: every pair counts 1/2 -> AUROC 1/2; one threshold flags everything -> AP = P = 2/5 (prevalence)
     metrics = detection.score_metrics(np.zeros(5), np.array([T, T, F, F, F]))

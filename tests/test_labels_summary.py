@@ -15,14 +15,14 @@ from test_report import generation_row, write_run
 
 def detection(precision_refinery, precision_cleanlab, flagged=(100, 80)):
     """A detection.json payload: refinery and cleanlab on in-sample and K-fold probabilities (K-fold: 0.1 higher
-    precision); recall, F1, AUROC and AP fixed, cleanlab's recall missing on K-fold (None)."""
+    precision); recall, F1, AUROC, AP and precision at the top fixed, cleanlab's recall missing on K-fold (None)."""
     rows = []
     for source, shift in (("in-sample", 0.0), ("k-fold", 0.1)):
         for method, precision, count in (("refinery", precision_refinery, flagged[0]),
                                          ("cleanlab", precision_cleanlab, flagged[1])):
             rows.append({"method": method, "probabilities": source, "flagged": count, "precision": precision + shift,
                          "recall": None if (method, source) == ("cleanlab", "k-fold") else 0.5, "f1": 0.4,
-                         "auroc": 0.9, "average_precision": 0.7, "errors": 40})
+                         "auroc": 0.9, "average_precision": 0.7, "precision_top": 0.8, "errors": 40})
     return {"source": {"run_dir": "/machine/runs/worst/online_seed0"}, "images": 1000, "errors": 40, "rows": rows}
 
 
@@ -42,11 +42,12 @@ def test_detection_table_over_seeds(runs_root):
     by_seed = summary.read_detections(str(runs_root), "worst")
     assert sorted(by_seed) == [0, 1, 2] and summary.read_detections(str(runs_root), "aggre") == {}
     table = summary.detection_table(by_seed).splitlines()
-    assert table[0] == "| method | probabilities | flagged | precision | recall | F1 | AUROC | AP |"
+    assert table[0] == ("| method | probabilities | flagged | precision | recall | F1 | AUROC | AP | "
+                        "precision, top 1,000 |")
     interval = scipy.stats.t.ppf(0.975, 2) * 0.05 / 3 ** 0.5
     assert table[2] == (f"| refinery | in-sample | 101 ± 1 | 65.00 [{100 * (0.65 - interval):.2f}, "
                         f"{100 * (0.65 + interval):.2f}] (3) | 50.00 [50.00, 50.00] (3) | 40.00 [40.00, 40.00] (3) | "
-                        "90.00 [90.00, 90.00] (3) | 70.00 [70.00, 70.00] (3) |")
+                        "90.00 [90.00, 90.00] (3) | 70.00 [70.00, 70.00] (3) | 80.00 [80.00, 80.00] (3) |")
     assert table[5].startswith("| cleanlab | k-fold | 80 ± 0 | 63.33 [") and "| - |" in table[5]  # recall missing
     paired = summary.paired_table(by_seed).splitlines()
     assert paired[2].startswith("| refinery minus cleanlab, in-sample probabilities | +11.67 [+4.50, +18.84] (3) | "

@@ -2,8 +2,8 @@
 
 For a run trained on labels other than the dataset's (--train_labels, e.g. CIFAR-10N's noisy labels), where the
 dataset's own labels are known: the label errors are the training images whose given label differs from the
-dataset's. Scored against them (labels.detection: the flagged set's precision, recall and F1, the score's AUROC and
-average precision), on generation K's soft labels (in-sample) and, with --kfold, on out-of-fold probabilities
+dataset's. Scored against them (labels.detection: the flagged set's precision, recall and F1, the score's AUROC,
+average precision and precision among its 1,000 most suspect images), on generation K's soft labels (in-sample) and, with --kfold, on out-of-fold probabilities
 (python -m lr_jax.labels kfold on the same training images):
   refinery   flags: the argmax is not the given label; score: 1 - p(given)              (labels.scores)
   cleanlab   flags: cleanlab.filter.find_label_issues; score: 1 - label quality         (labels.confident_learning)
@@ -35,9 +35,10 @@ METHODS = {  # name: (flags, suspicion score), both of (probs, given)
     "refinery": (scores.refinery_flags, scores.suspicion),
     "cleanlab": (confident_learning.cleanlab_flags, confident_learning.cleanlab_scores),
 }
+REVIEW_TOP = 1000  # precision at the top: the share of wrong labels among the 1,000 most suspect images
 COLUMNS = (("method", "method"), ("probabilities", "probabilities"), ("flagged", "flagged"),
            ("precision", "precision"), ("recall", "recall"), ("f1", "F1"), ("auroc", "AUROC"),
-           ("average_precision", "AP"))
+           ("average_precision", "AP"), ("precision_top", f"precision, top {REVIEW_TOP:,}"))
 
 
 def _load_kfold(path: str) -> dict:
@@ -79,8 +80,10 @@ def detect(probabilities: dict, given, is_error) -> tuple[list[dict], dict]:
         for method, (flag, score) in METHODS.items():
             flagged = flag(probs, given)
             flags[method, source] = flagged
+            suspicion = score(probs, given)
             rows.append({"method": method, "probabilities": source, **detection.flag_metrics(flagged, is_error),
-                         **detection.score_metrics(score(probs, given), is_error)})
+                         **detection.score_metrics(suspicion, is_error),
+                         "precision_top": detection.precision_at_top(suspicion, is_error, REVIEW_TOP)})
     return rows, flags
 
 

@@ -2,7 +2,8 @@
 
 `is_error` marks the images whose given label is wrong (on CIFAR-10N: the noisy label differs from the clean one).
 Undefined ratios are None, never NaN or a warning: precision of an empty flagged set, recall and F1 when there are
-no errors, AUROC without both errors and correct labels, average precision without errors."""
+no errors, AUROC without both errors and correct labels, average precision without errors, precision at the top k
+without images."""
 
 from __future__ import annotations
 
@@ -62,6 +63,18 @@ def average_precision(score, is_error) -> Optional[float]:
     precision = true_positives / (ends + 1.0)
     recall = true_positives / true_positives[-1]
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def precision_at_top(score, is_error, k: int) -> Optional[float]:
+    """The fraction of errors among the `k` highest-scoring images (all of them when there are fewer; ties in
+    the images' order, as label_issues.csv ranks them): what a reviewer who checks the top k suspects finds. None
+    when there are no images."""
+    is_error = checks.mask(is_error, "is_error")
+    score = checks.scores(score, "score", len(is_error))
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    top = np.argsort(-score, kind="stable")[:k]
+    return float(is_error[top].mean()) if len(top) else None
 
 
 def score_metrics(score, is_error) -> dict:
