@@ -173,7 +173,7 @@ def test_label_issues_cleanings_by_hand(tmp_path, capsys):
         {0: 0.04, 1: 0.03, 2: 0.04})
     assert by_text["the refinery's flags relabelled minus cleanlab's flags left out"].values == pytest.approx(
         {0: 0.03, 1: 0.0, 2: 0.03})
-    recovered = by_text["recovered fraction, the refinery's flags relabelled with its argmax: (cleaned - noisy) / "
+    recovered = by_text["recovered fraction in %, the refinery's flags relabelled with its argmax: (cleaned - noisy) / "
                         "(clean - noisy)"]
     assert recovered.values == pytest.approx({0: 0.3, 1: 0.25, 2: 0.25})
     table = tables.headline_table(cells, design.column).splitlines()

@@ -181,8 +181,8 @@ def _label_set(group: str, folder: str) -> tuple[Comparison, ...]:
                    "models", chain, models, _SAME_GENERATION, key=ENSEMBLE),
         Comparison(group.split(".")[0], "clean labels (Part two's generation 1) minus the noisy labels' generation 1",
                    _CLEAN, models, _at(1, 1, 1)),
-        Comparison(group.split(".")[0], "recovered fraction: (chain's generation k - noisy) / (clean - noisy)", chain,
-                   models, _RECOVERY, quantity=RECOVERED, others=(_CLEAN,)),
+        Comparison(group.split(".")[0], "recovered fraction in %: (chain's generation k - noisy) / (clean - noisy)",
+                   chain, models, _RECOVERY, quantity=RECOVERED, others=(_CLEAN,)),
         Comparison(group.split(".")[0], "labels handed on, accuracy against the dataset's labels: chain minus "
                    "independent models", chain, models, _SAME_GENERATION, key="train_accuracy_dataset_labels"),
     )
@@ -237,7 +237,7 @@ def _cleaning(group: str, label_set: str) -> tuple[Comparison, ...]:
         Comparison(first, "the refinery's labels (generation 2) minus cleanlab's flags left out", chain, drop,
                    _at(1, 2, 1), pairing=subset),
         Comparison(first, "clean labels (Part two's generation 1) minus the noisy labels", _CLEAN, chain, _at(1, 1, 1)),
-        *(Comparison(first, f"recovered fraction, {text}: (cleaned - noisy) / (clean - noisy)", run, chain,
+        *(Comparison(first, f"recovered fraction in %, {text}: (cleaned - noisy) / (clean - noisy)", run, chain,
                      Generations(((1, generation, 1, 1),)), quantity=RECOVERED, others=(_CLEAN,), pairing=pairing)
           for text, run, generation, pairing in arms),
     )
