@@ -51,7 +51,8 @@ for i in "${!args[@]}"; do
   esac
 done
 fail() { echo "label_issues.sh: $*" >&2; exit 2; }
-# collected_dir NAME: where collect_part_three.sh copied a design's runs, or label_issues's (none without COLLECTED_ROOT)
+# collected_dir NAME: where collect_part_three.sh copied a design's runs, or label_issues's (NAME label_issues);
+# nothing without COLLECTED_ROOT
 collected_dir() { [ -z "${COLLECTED_ROOT:-}" ] || echo "$COLLECTED_ROOT/part_three_$1"; }
 [ -n "$data_dir" ] || fail "give --data_dir (the CIFAR-10 image folder of part three's runs)"
 [ -d "$root/labels" ] || fail "$root/labels is missing: run experiments/part_three.sh $root first"
@@ -97,12 +98,11 @@ for design in $designs; do
   for seed in $seeds; do
     chain="$root/$design/online_seed$seed"
     out="$out_root/$design/seed$seed"
-    copies=""
-    [ -z "${COLLECTED_ROOT:-}" ] || copies="$(collected_dir label_issues)/$design"
-    if [ -n "$copies" ] && [ -e "$copies/seed$seed/detection.json" ] &&
-       [ "$(result_generations "$copies/relabel_refinery_seed$seed/results.json")" -ge 1 ] &&
-       [ "$(result_generations "$copies/drop_cleanlab_seed$seed/results.json")" -ge 1 ]; then
-      printf '[%s] %s: collected in %s, not run again\n' "$(date +%H:%M:%S)" "$out" "$copies"
+    copies=$(collected_dir label_issues)  # empty without COLLECTED_ROOT
+    if [ -n "$copies" ] && [ -e "$copies/$design/seed$seed/detection.json" ] &&
+       [ "$(result_generations "$copies/$design/relabel_refinery_seed$seed/results.json")" -ge 1 ] &&
+       [ "$(result_generations "$copies/$design/drop_cleanlab_seed$seed/results.json")" -ge 1 ]; then
+      printf '[%s] %s: collected in %s, not run again\n' "$(date +%H:%M:%S)" "$out" "$copies/$design"
       continue
     fi
     [ -e "$chain/checkpoints/finished/1" ] ||
@@ -112,9 +112,9 @@ for design in $designs; do
     [ -e "$out/label_issues.png" ] || step python -m lr_jax.labels issues "$chain" --generation 1 --out "$out" --top 64
     if [ -e "$out/kfold/kfold_probs.npz" ]; then
       :  # written last, once every fold has predicted
-    elif [ -n "$copies" ] && [ -e "$copies/seed$seed/kfold_probs.npz" ]; then
+    elif [ -n "$copies" ] && [ -e "$copies/$design/seed$seed/kfold_probs.npz" ]; then
       step mkdir -p "$out/kfold"
-      step cp "$copies/seed$seed/kfold_probs.npz" "$out/kfold/kfold_probs.npz"
+      step cp "$copies/$design/seed$seed/kfold_probs.npz" "$out/kfold/kfold_probs.npz"
     else
       step python -m lr_jax.labels kfold "$out/kfold" --folds "$folds" --preset cpu --seed "$seed" --no_progress \
         --train_labels "$root/labels/$key.csv" "$@" "${epochs[@]}"

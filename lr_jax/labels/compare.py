@@ -3,8 +3,9 @@
 For a run trained on labels other than the dataset's (--train_labels, e.g. CIFAR-10N's noisy labels), where the
 dataset's own labels are known: the label errors are the training images whose given label differs from the
 dataset's. Scored against them (labels.detection: the flagged set's precision, recall and F1, the score's AUROC,
-average precision and precision among its 1,000 most suspect images), on generation K's soft labels (in-sample) and, with --kfold, on out-of-fold probabilities
-(python -m lr_jax.labels kfold on the same training images):
+average precision and precision among its REVIEW_TOP = 1,000 most suspect images), on generation K's soft labels
+(in-sample) and, with --kfold, on out-of-fold probabilities (python -m lr_jax.labels kfold on the same training
+images):
   refinery   flags: the argmax is not the given label; score: 1 - p(given)              (labels.scores)
   cleanlab   flags: cleanlab.filter.find_label_issues; score: 1 - label quality         (labels.confident_learning)
 Writes DIR/detection.json and DIR/detection.md (the table), and two --train_labels files for retraining on the

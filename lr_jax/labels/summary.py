@@ -61,8 +61,7 @@ def detection_table(by_seed: dict[int, dict]) -> str:
              "|---|---|---|" + "---|" * len(METRICS)]
     for where in order:
         flagged = format_stat(stats.stat(list(_values(by_seed, where, "flagged").values())), "count")
-        cells = [format_difference(stats.difference([value for value in _values(by_seed, where, key).values()
-                                                     if value is not None]), "percent")
+        cells = [format_difference(stats.difference(list(_values(by_seed, where, key).values())), "percent")
                  for key, _ in METRICS]
         lines.append(f"| {where[0]} | {where[1]} | {flagged} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
