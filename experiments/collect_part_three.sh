@@ -26,9 +26,10 @@ if [ -f "$root/crops_008/mechanism/crop_confidence.json" ]; then
   mv "$dest_root/part_three_crops_008/mechanism.tmp" "$dest_root/part_three_crops_008/mechanism"
 fi
 issues_dest="$dest_root/part_three_label_issues"
-for label_set in worst aggre; do
-  issues="$root/label_issues/$label_set"
+for issues in "$root"/label_issues/*/; do
   [ -d "$issues" ] || continue
+  issues=${issues%/}
+  label_set=$(basename "$issues")
   if compgen -G "$issues/*_seed*/results.json" > /dev/null; then
     FIRST=relabel_refinery REFERENCE=drop_cleanlab_seed0 bash "$here/collect_results.sh" "$issues" \
       "$issues_dest/$label_set" relabel_refinery_seed0

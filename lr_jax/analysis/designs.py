@@ -221,6 +221,9 @@ PART_THREE = Design("Part three", ("worst", "aggre", "random1", "crops_008", "cr
 # images pairs on the seed and validation split only (stats.SAME_VALIDATION).
 
 
+CLEANED_LABEL_SETS = ("worst", "aggre")  # experiments/label_issues.sh's default DESIGNS
+
+
 def _cleaning(group: str, label_set: str) -> tuple[Comparison, ...]:
     chain, cleaned = f"{label_set}/online", f"label_issues/{label_set}"
     relabel, drop = f"{cleaned}/relabel_refinery", f"{cleaned}/drop_cleanlab"
@@ -243,7 +246,8 @@ def _cleaning(group: str, label_set: str) -> tuple[Comparison, ...]:
     )
 
 
-LABEL_ISSUES = Design("Label issues", ("worst", "aggre", "label_issues/worst", "label_issues/aggre", "part_two_online"),
+LABEL_ISSUES = Design("Label issues", (*CLEANED_LABEL_SETS, *(f"label_issues/{label_set}" for label_set in
+                                                             CLEANED_LABEL_SETS), "part_two_online"),
                       "part_three_", (
     *_cleaning("1. CIFAR-10N worst labels (40.2% wrong)", "worst"),
     *_cleaning("2. CIFAR-10N aggregate labels (9.0% wrong)", "aggre"),

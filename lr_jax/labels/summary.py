@@ -11,13 +11,12 @@ from typing import Optional
 
 from lr_jax.analysis import runs as runs_lib
 from lr_jax.analysis import stats
-from lr_jax.analysis.designs import LABEL_ISSUES
+from lr_jax.analysis.designs import CLEANED_LABEL_SETS, LABEL_ISSUES
 from lr_jax.analysis.tables import format_difference, format_stat
 from lr_jax.labels.compare import COLUMNS, DETECTION_JSON, IN_SAMPLE, KFOLD
 
 FOLDER = "label_issues"  # under a runs root; under a collected results root, with LABEL_ISSUES' prefix
 PREFIX = LABEL_ISSUES.prefix
-LABEL_SETS = ("worst", "aggre")  # experiments/label_issues.sh's DESIGNS
 METRICS = tuple((key, name) for key, name in COLUMNS if key not in ("method", "probabilities", "flagged"))
 # (run, partner, text): each seed's metric of `run` minus `partner`'s, both (method, probabilities)
 PAIRS = ((("refinery", IN_SAMPLE), ("cleanlab", IN_SAMPLE), "refinery minus cleanlab, in-sample probabilities"),
@@ -83,10 +82,10 @@ def paired_table(by_seed: dict[int, dict]) -> str:
 
 
 def detection_sections(root: str) -> str:
-    """Markdown: per label set of LABEL_SETS with detection files under `root`, its detection table over seeds and
+    """Markdown: per label set of CLEANED_LABEL_SETS with detection files under `root`, its detection table over seeds and
     the paired differences; a line saying so when there are none."""
     sections = []
-    for label_set in LABEL_SETS:
+    for label_set in CLEANED_LABEL_SETS:
         by_seed = read_detections(root, label_set)
         if not by_seed:
             continue
