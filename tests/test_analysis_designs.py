@@ -181,6 +181,14 @@ def test_label_issues_cleanings_by_hand(tmp_path, capsys):
     assert ("| 1 | the refinery's flags relabelled minus cleanlab's flags left out | +2.00 [-2.30, +6.30] (3) | "
             "0: +3.00, 1: +0.00, 2: +3.00 |") in table
     assert design.design_number(recovered.comparison) == 1  # the worst labels' design, in the plot too
+    # The plot gives the recovered fraction (in %) its own panel, apart from the differences in points.
+    panels = plots.forest_panels(cells)
+    assert [(quantity.name, quantity.kind) for quantity, _ in panels] == [("difference", "points"),
+                                                                         ("recovered fraction", "percent")]
+    in_points = [cell for cell in cells if cell.comparison.quantity.kind == "points"]
+    assert len(in_points) == 6 and recovered in panels[1][1] and (
+        [cell for _, panel in panels for cell in panel] == in_points + [cell for cell in cells if cell not in in_points])
+    assert_png_drawn(plots.forest_plot(design, cells, str(tmp_path / "label_issues.png")))
     # Strict pairing still holds where the training sets must match: a relabelled run on other data is an error.
     write_run(tmp_path / "label_issues" / "worst" / "relabel_refinery_seed1", [generation_row(1, 0.77)],
               generations=1, seed=1, num_train=900)

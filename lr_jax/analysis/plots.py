@@ -165,28 +165,44 @@ def plot_label_entropy(report: Report, path: str) -> Optional[str]:
     return save_figure(figure, path)
 
 
+def forest_panels(cells: Sequence) -> list[tuple]:
+    """The forest plot's panels: (quantity, its cells in table order), one per quantity the cells hold, in order of
+    first appearance, so that a fraction in % (the recovered fraction) gets its own axis beside the differences in
+    points instead of one scale for both."""
+    panels: dict = {}
+    for cell in cells:
+        panels.setdefault(cell.comparison.quantity, []).append(cell)
+    return list(panels.items())
+
+
 def forest_plot(design, cells: Sequence, path: str) -> str:
-    """The headline of designs.headline_cells as a forest plot: per cell, the mean paired difference (points) with
-    its 95% interval and the per-seed values as dots, one row per cell, top to bottom in table order, numbered and
-    coloured by the comparison's design (Design.design_number); a line at 0."""
-    figure = new_figure(12.0, 0.36 * len(cells) + 1.2)
-    axis = figure.subplots()
-    for row, cell in enumerate(cells):
-        summary = stats.difference(list(cell.values.values()))
-        low, high = (summary.low, summary.high) if summary.low is not None else (summary.mean, summary.mean)
-        axis.errorbar(100 * summary.mean, row, xerr=[[100 * (summary.mean - low)], [100 * (high - summary.mean)]],
-                      fmt="o", color=f"C{design.design_number(cell.comparison) - 1}", capsize=3)
-        axis.scatter([100 * v for v in cell.values.values()], [row] * len(cell.values), marker="x", s=14,
-                     color="gray", zorder=3)
-    axis.set_yticks(range(len(cells)))
-    axis.set_yticklabels([f"{design.design_number(cell.comparison)}: {cell.comparison.text}"
-                          f"{'' if cell.evaluation is None else ', ' + cell.evaluation}"
-                          f"{'' if design.column else f', gen {cell.column}'}"
-                          for cell in cells], fontsize="x-small")
-    axis.invert_yaxis()
-    axis.axvline(0, color="black", linewidth=0.8)
-    axis.set_xlabel(f"paired difference, {design.measure} points\n(dot and bar: mean and 95% interval; x: each seed)")
-    axis.grid(axis="x", alpha=0.3)
+    """The headline of designs.headline_cells as a forest plot, a panel per quantity (forest_panels): per cell, the
+    mean (paired difference in points, or the quantity in %) with its 95% interval and the per-seed values as
+    crosses, one row per cell, top to bottom in table order, numbered and coloured by the comparison's design
+    (Design.design_number); a line at 0."""
+    panels = forest_panels(cells)
+    figure = new_figure(12.0, 0.36 * len(cells) + 1.2 * len(panels))
+    axes = figure.subplots(len(panels), 1, squeeze=False,
+                           gridspec_kw={"height_ratios": [len(panel) for _, panel in panels]})[:, 0]
+    for axis, (quantity, panel) in zip(axes, panels):
+        for row, cell in enumerate(panel):
+            summary = stats.difference(list(cell.values.values()))
+            low, high = (summary.low, summary.high) if summary.low is not None else (summary.mean, summary.mean)
+            axis.errorbar(100 * summary.mean, row, xerr=[[100 * (summary.mean - low)], [100 * (high - summary.mean)]],
+                          fmt="o", color=f"C{design.design_number(cell.comparison) - 1}", capsize=3)
+            axis.scatter([100 * v for v in cell.values.values()], [row] * len(cell.values), marker="x", s=14,
+                         color="gray", zorder=3)
+        axis.set_yticks(range(len(panel)))
+        axis.set_yticklabels([f"{design.design_number(cell.comparison)}: {cell.comparison.text}"
+                              f"{'' if cell.evaluation is None else ', ' + cell.evaluation}"
+                              f"{'' if design.column else f', gen {cell.column}'}"
+                              for cell in panel], fontsize="x-small")
+        axis.invert_yaxis()
+        axis.axvline(0, color="black", linewidth=0.8)
+        scale = f"paired difference, {design.measure} points" if quantity.kind == "points" else (
+            f"{quantity.name}, %")
+        axis.set_xlabel(f"{scale}\n(dot and bar: mean and 95% interval; x: each seed)")
+        axis.grid(axis="x", alpha=0.3)
     return save_figure(figure, path)
 
 
