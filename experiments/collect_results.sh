@@ -9,7 +9,8 @@
 # Usage: bash experiments/collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]
 # Environment: FIRST (default refinery): runs named FIRST_* come first in the report; REFERENCE (a run's name, e.g.
 # ground_truth_seed0): the report's paired differences subtract that run's configuration (default, and while that
-# run does not exist yet: the first's).
+# run does not exist yet: the first's). The report covers every run in DEST_DIR, those collected earlier whose
+# folders this machine no longer has (a fresh machine) included.
 set -euo pipefail
 runs=${1:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
 dest=${2:?usage: collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]}
@@ -39,15 +40,19 @@ PY
   copied+=("$dest/$name")
 done
 [ ${#copied[@]} -gt 0 ] || { echo "collect_results.sh: no run with results.json under $runs" >&2; exit 2; }
+reported=()
+for run in "$dest/${first}"_*/ "$dest"/!(${first}_*|report)/; do  # as above: FIRST runs first
+  [ -f "${run%/}/results.json" ] && reported+=("${run%/}")
+done
 for record in "$runs"/*.json; do
   python -m lr_jax.portable "$record" "$dest/$(basename "$record")" > /dev/null
 done
 reference=()
 if [ -n "${REFERENCE:-}" ]; then
-  if [[ " ${copied[*]} " == *" $dest/$REFERENCE "* ]]; then
+  if [[ " ${reported[*]} " == *" $dest/$REFERENCE "* ]]; then
     reference=(--reference "$dest/$REFERENCE")
   else  # a design still running: its report pairs against its first configuration until REFERENCE exists
     echo "collect_results.sh: no $REFERENCE under $runs yet; the report's paired differences subtract its first configuration" >&2
   fi
 fi
-python -m lr_jax.report "${copied[@]}" --out "$dest/report" --examples "$dest/$examples" "${reference[@]}"
+python -m lr_jax.report "${reported[@]}" --out "$dest/report" --examples "$dest/$examples" "${reference[@]}"

@@ -12,6 +12,7 @@ import scipy.stats
 
 from lr_jax import config as config_lib
 from lr_jax import files, report, results
+from lr_jax.analysis import plots
 
 CLASSES = ["cat", "dog", "frog"]
 
@@ -146,6 +147,25 @@ def test_labels_tell_apart_configurations_that_describe_alike(tmp_path):
     labels = [c.label for c in report.aggregate(runs).configurations]
     assert labels == ["small_cnn, precomputed, epochs=8", "small_cnn, precomputed, epochs=16",
                       "small_cnn, online, temperature 4"]
+
+
+def test_plots_name_configurations_by_what_sets_them_apart(tmp_path):
+    """The settings every configuration shares go once into the figure's title; each legend or panel keeps the
+    rest, or its whole label where nothing else is left; one configuration keeps its whole label."""
+    runs = [write_run(tmp_path / "a", [generation_row(1, 0.5)], epochs=8, temperature=4.0),
+            write_run(tmp_path / "b", [generation_row(1, 0.6)], label_mode="online", temperature=4.0),
+            write_run(tmp_path / "c", [generation_row(1, 0.6)], label_mode="online", temperature=4.0,
+                      label_smoothing=0.1)]
+    aggregated = report.aggregate(runs)
+    assert [c.label for c in aggregated.configurations] == [
+        "small_cnn, precomputed, temperature 4", "small_cnn, online, temperature 4",
+        "small_cnn, online, label smoothing 0.1, temperature 4"]
+    assert plots.plot_names(aggregated) == ("small_cnn, temperature 4",
+                                            ["precomputed", "online", "online, label smoothing 0.1"])
+    assert plots.plot_names(report.aggregate(runs[1:2])) == ("", ["small_cnn, online, temperature 4"])
+    assert plots.plot_names(report.aggregate(runs[1:])) == ("small_cnn, online, temperature 4",
+                                                            ["small_cnn, online, temperature 4",
+                                                             "label smoothing 0.1"])
 
 
 def assert_png_drawn(path):

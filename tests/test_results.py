@@ -260,16 +260,27 @@ def test_collect_results_copies_runs_without_paths_and_reports(tmp_path):
         chain = [types.SimpleNamespace(generation=g, soft_labels=np.full((count, 3), 1 / 3)) for g in (1, 2)]
         results.write_label_summary(run.workdir, splits, chain)
     dest = tmp_path / "fresh_clone" / "experiments" / "results" / "design"
-    done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_results.sh"), str(runs),
-                           str(dest.relative_to(tmp_path))],
-                          cwd=tmp_path, env=script_environment(tmp_path), capture_output=True, text=True,
-                          timeout=300)
+    environment = script_environment(tmp_path)
+
+    def collect():
+        return subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_results.sh"), str(runs),
+                               str(dest.relative_to(tmp_path))],
+                              cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+
+    done = collect()
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in dest.iterdir()) == ["refinery_seed0", "refinery_seed1", "report"]
     assert (dest / "refinery_seed1" / "log.txt").read_text() == "resuming the run in <workdir>\n"
     assert "| small_cnn, precomputed | 80.00 ± 0.00 (2) | 78.00 ± 0.00 (2) |" in (
         dest / "report" / "summary.md").read_text()
     assert_no_absolute_paths(dest)
+
+    # A fresh machine that has only seed 1's run: the report still covers both collected seeds.
+    shutil.rmtree(runs / "refinery_seed0")
+    again = collect()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "| small_cnn, precomputed | 80.00 ± 0.00 (2) | 78.00 ± 0.00 (2) |" in (
+        dest / "report" / "summary.md").read_text()
 
 
 def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):

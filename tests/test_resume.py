@@ -94,6 +94,26 @@ def test_rerun_after_sigkill_equals_uninterrupted_run(killed, reference, images,
     assert resumed["wall_seconds"] == pytest.approx(earlier["wall_seconds"] + resumed["session_wall_seconds"])
 
 
+def test_rerun_of_a_finished_run_keeps_its_results_as_they_were(reference, images, tmp_path):
+    """Every generation reloaded, nothing trained: results.json and labels_summary.npz stay byte for byte (the
+    timing and code of the invocation that trained them); one that lacks a generation is written again."""
+    workdir = copy_of(reference, tmp_path)
+    kept = {name: (workdir / name).read_bytes() for name in ("results.json", "labels_summary.npz")}
+    done = run_cli(flags(images, workdir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "generation 2/2: reloaded" in done.stdout and "already records them: kept as it was" in done.stdout
+    assert {name: (workdir / name).read_bytes() for name in kept} == kept
+
+    stale = json.loads(kept["results.json"])
+    (workdir / "results.json").write_text(json.dumps(dict(stale, complete=False,
+                                                          generations=stale["generations"][:1])))
+    again = run_cli(flags(images, workdir))
+    assert again.returncode == 0 and "kept as it was" not in again.stdout, again.stderr[-3000:]
+    rewritten = json.loads((workdir / "results.json").read_text())
+    assert rewritten["complete"] and without_timings(rewritten["generations"]) == without_timings(
+        stale["generations"])
+
+
 def test_truncated_checkpoint_falls_back_to_previous_good_one(killed, reference, images, tmp_path):
     workdir = copy_of(killed, tmp_path)
     previous, newest = training_steps(workdir, 2)[-2:]

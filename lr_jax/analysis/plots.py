@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Optional, Sequence
 
 import numpy as np
@@ -45,6 +46,45 @@ def _integer_ticks(axis, report: Report) -> None:
     axis.set_xlabel("generation")
 
 
+def plot_names(report: Report) -> tuple[str, list[str]]:
+    """What the plots call each configuration: the parts of its label (runs.describe's, comma-separated) that not
+    every configuration shares (its whole label where it has no other), and the parts all share, said once in the
+    figure's title; with one configuration, its whole label and nothing shared."""
+    labels = [configuration.label for configuration in report.configurations]
+    parts = [label.split(", ") for label in labels]
+    if len(parts) < 2:
+        return "", labels
+    shared = [part for part in parts[0] if all(part in other for other in parts[1:])]
+    names = [", ".join(part for part in own if part not in shared) or label for own, label in zip(parts, labels)]
+    return ", ".join(shared), names
+
+
+def _title(text: str, shared: str) -> str:
+    """A figure title, with the settings every configuration shares (plot_names) on a second line."""
+    return text if not shared else f"{text}\n{textwrap.shorten(shared, 160)}"
+
+
+def _wrap(name: str, width: int = 48) -> str:
+    return textwrap.fill(name, width)
+
+
+def _legend_below(figure, axis, count: int) -> None:
+    """One legend for the whole figure, under its panels, with `axis`'s `count` entries."""
+    figure.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncols=min(count, 2),
+                  fontsize="small")
+
+
+def _panel_grid(count: int, width: float, height: float, most_columns: int = 3):
+    """A figure of `count` panels, at most `most_columns` a row; the grid's spare panels hidden."""
+    columns = min(count, most_columns)
+    rows = -(-count // columns)
+    figure = new_figure(width * columns, height * rows + 0.4)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    return figure, axes[:count]
+
+
 def plot_accuracy(report: Report, path: str) -> Optional[str]:
     """Plot 1: validation and test accuracy (those present) per generation, mean ± std over seeds, one line per
     configuration. None (no file) when no run has either (--val_size 0 and no test split)."""
@@ -52,36 +92,33 @@ def plot_accuracy(report: Report, path: str) -> Optional[str]:
               if any(row[key] is not None for c in report.configurations for row in c.rows)]
     if not panels:
         return None
-    figure = new_figure(5.5 * len(panels), 4.2)
+    shared, names = plot_names(report)
+    count = len(report.configurations)
+    figure = new_figure(max(5.5 * len(panels), 8.0), 4.2 + 0.3 * -(-count // 2))
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for axis, (key, name) in zip(axes, panels):
-        count = len(report.configurations)
-        for index, configuration in enumerate(report.configurations):
+        for index, (configuration, label) in enumerate(zip(report.configurations, names)):
             generations, means, stds = _series(configuration, key)
             shift = 0.04 * (index - (count - 1) / 2)  # side by side, so overlapping error bars stay readable
             if generations:
                 axis.errorbar(np.array(generations) + shift, means, yerr=stds, marker="o", capsize=4,
-                              label=configuration.label)
-        axis.set_title(f"{report.dataset}: {name} accuracy")
+                              color=f"C{index}", label=_wrap(label, 60))
+        axis.set_title(f"{name} accuracy")
         axis.set_ylabel(f"{name} accuracy (%)")
         _integer_ticks(axis, report)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+    figure.suptitle(_title(f"{report.dataset}: held-out accuracy per generation (mean ± std over seeds)", shared))
+    _legend_below(figure, axes[0], count)
     return save_figure(figure, path)
 
 
 def plot_train_vs_test(report: Report, path: str) -> str:
     """Plot 2 (the paper's Figure 1): train and test (else validation) accuracy per generation side by side, one
     panel per configuration, the gap written above each pair."""
-    count = len(report.configurations)
-    columns = min(count, 3)
-    rows = -(-count // columns)
-    figure = new_figure(4.8 * columns, 3.8 * rows)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for axis in axes[count:]:
-        axis.set_visible(False)
+    shared, names = plot_names(report)
+    figure, axes = _panel_grid(len(report.configurations), 4.8, 3.8)
     width = 0.38
-    for axis, configuration in zip(axes, report.configurations):
+    for axis, configuration, name in zip(axes, report.configurations, names):
         held_key = held_out_key(configuration)
         held_name = "test" if held_key == "test_accuracy" else "validation"
         train_x, train_mean, train_std = _series(configuration, "train_accuracy")
@@ -98,11 +135,11 @@ def plot_train_vs_test(report: Report, path: str) -> str:
         highs = [m + s for m, s in zip(train_mean + held_mean, train_std + held_std)]
         if lows:
             axis.set_ylim(max(0.0, min(lows) - 5.0), min(100.0, max(highs)) + 6.0)
-        axis.set_title(configuration.label, fontsize="small")
+        axis.set_title(_wrap(name), fontsize="small")
         axis.set_ylabel("accuracy (%)")
         _integer_ticks(axis, report)
-        axis.legend(fontsize="small", loc="lower right")
-    figure.suptitle(f"{report.dataset}: train vs held-out accuracy")
+    figure.suptitle(_title(f"{report.dataset}: train vs held-out accuracy", shared))
+    _legend_below(figure, axes[0], 2)
     return save_figure(figure, path)
 
 
@@ -137,8 +174,9 @@ def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -
 def plot_label_entropy(report: Report, path: str) -> Optional[str]:
     """Plot 4: the distribution of per-image label entropy per generation (violins), pooled over the seeds of each
     configuration; runs without labels_summary.npz are left out. None (no file) when no run has one."""
+    shared, names = plot_names(report)
     pooled = []
-    for configuration in report.configurations:
+    for configuration, name in zip(report.configurations, names):
         by_generation: dict[int, list[np.ndarray]] = {}
         for run in configuration.runs:
             if not os.path.exists(os.path.join(run.workdir, results.LABELS_SUMMARY)):
@@ -147,21 +185,22 @@ def plot_label_entropy(report: Report, path: str) -> Optional[str]:
             for generation, entropies in zip(summary["generations"], summary["entropies"]):
                 by_generation.setdefault(int(generation), []).append(entropies.astype(np.float32))
         if by_generation:
-            pooled.append((configuration.label, {g: np.concatenate(v) for g, v in sorted(by_generation.items())}))
+            pooled.append((name, {g: np.concatenate(v) for g, v in sorted(by_generation.items())}))
     if not pooled:
         return None
-    figure = new_figure(5.0 * len(pooled), 3.8)
-    axes = figure.subplots(1, len(pooled), squeeze=False, sharey=True)[0]
+    figure, axes = _panel_grid(len(pooled), 4.8, 3.6)
+    top = max(float(values.max()) for _, by_generation in pooled for values in by_generation.values())
     for axis, (label, by_generation) in zip(axes, pooled):
         generations = list(by_generation)
         axis.violinplot([by_generation[g] for g in generations], positions=generations, showmeans=True,
                         showextrema=True)
         axis.set_xticks(generations)
         axis.set_xlabel("generation")
-        axis.set_title(label, fontsize="small")
+        axis.set_title(_wrap(label), fontsize="small")
+        axis.set_ylabel("label entropy (nats)")
+        axis.set_ylim(0.0, 1.05 * top)  # one scale for every panel
         axis.grid(alpha=0.3, axis="y")
-    axes[0].set_ylabel("label entropy (nats)")
-    figure.suptitle(f"{report.dataset}: entropy of the training labels each generation produced")
+    figure.suptitle(_title(f"{report.dataset}: entropy of the training labels each generation produced", shared))
     return save_figure(figure, path)
 
 
@@ -215,24 +254,35 @@ def plot_label_repair(report: Report, path: str) -> Optional[str]:
              or any(row.get("train_accuracy_dataset_labels") is not None for row in c.rows)]
     if not shown:
         return None
-    figure = new_figure(12.0, 4.2)
+    from matplotlib.lines import Line2D
+
+    shared, names = plot_names(report)
+    figure = new_figure(12.0, 4.4 + 0.3 * -(-len(shown) // 2))
     accuracy_axis, count_axis = figure.subplots(1, 2)
     for configuration in shown:
-        for key, style, what in (("train_accuracy_dataset_labels", "-", "handed-on labels vs the dataset's"),
-                                 ("train_accuracy", ":", "fit to its given labels")):
+        index = report.configurations.index(configuration)
+        colour, name = f"C{index}", _wrap(names[index], 60)
+        for key, style in (("train_accuracy_dataset_labels", "-"), ("train_accuracy", ":")):
             generations, means, stds = _series(configuration, key)
             accuracy_axis.errorbar(generations, means, yerr=stds, marker="o", linestyle=style, capsize=3,
-                                   label=f"{configuration.label}: {what}")
-        for key, marker in (("labels_repaired", "^"), ("labels_broken", "v")):
+                                   color=colour, label=name if style == "-" else None)
+        for key, marker, style in (("labels_repaired", "^", "-"), ("labels_broken", "v", "--")):
             generations, means, stds = _series(configuration, key, scale=1.0)
-            count_axis.errorbar(generations, means, yerr=stds, marker=marker, capsize=3,
-                                label=f"{configuration.label}: {key.split('_')[1]}")
+            count_axis.errorbar(generations, means, yerr=stds, marker=marker, linestyle=style, capsize=3,
+                                color=colour)
     accuracy_axis.set_ylabel("training images (%)")
-    accuracy_axis.set_title(f"{report.dataset}: labels handed on, against the dataset's labels")
+    accuracy_axis.set_title("handed-on labels right (against the dataset's) and fit to the given labels",
+                            fontsize="medium")
     count_axis.set_ylabel("training images")
-    count_axis.set_title("given labels repaired and broken")
-    for axis in (accuracy_axis, count_axis):
+    count_axis.set_title("given labels repaired and broken", fontsize="medium")
+    keys = ((accuracy_axis, (("-", "o", "handed-on labels (argmax) = dataset's label"),
+                             (":", "o", "fit to its given labels"))),
+            (count_axis, (("-", "^", "wrong given labels repaired"), ("--", "v", "right given labels broken"))))
+    for axis, entries in keys:
         _integer_ticks(axis, report)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="x-small")
+        axis.legend(handles=[Line2D([], [], color="black", linestyle=style, marker=marker, label=text)
+                             for style, marker, text in entries], fontsize="x-small")
+    figure.suptitle(_title(f"{report.dataset}: the labels each generation hands on, mean ± std over seeds", shared))
+    _legend_below(figure, accuracy_axis, len(shown))
     return save_figure(figure, path)

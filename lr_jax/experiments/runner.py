@@ -285,7 +285,7 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
     except (loop.NonFiniteLossError, checkpoints.CheckpointError, files.WriteError) as error:
         log(f"error: {error}", echo=False)  # main() prints it
         raise
-    recorder.write()  # also when every generation was reloaded
+    recorder.write_final(log)
     rows = [g.metrics for g in recorder.chain]
     log("\n" + results.markdown_table(rows))
     log(f"wall time {time.perf_counter() - start:.1f} s (this invocation); results in {os.path.join(options.workdir, results.RESULTS_FILE)}")
@@ -319,6 +319,26 @@ class Recorder:
             self.write()
             if self.main_process and self.options.tensorboard:
                 summaries.write_generation(self.options.workdir, result.metrics)
+
+    def write_final(self, log) -> None:
+        """write() at the end of the chain (also when every generation was reloaded: results.json may lack the
+        last of them after a stop between the two saves), unless this invocation trained nothing and results.json
+        and labels_summary.npz already record this very chain, complete: a rerun of a finished run then keeps the
+        results, and the timing and code of the invocations that trained it, as they were."""
+        if self.main_process and not self.trained_now and self._recorded():
+            log(f"every generation was reloaded and {results.RESULTS_FILE} already records them: kept as it was")
+            return
+        self.write()
+
+    def _recorded(self) -> bool:
+        try:
+            recorded = results.load_results(self.options.workdir)
+        except (OSError, ValueError):
+            return False
+        return (recorded.get("complete") is True and len(self.chain) == self.config.generations
+                and os.path.exists(os.path.join(self.options.workdir, results.LABELS_SUMMARY))
+                and [row.get("val_accuracy") for row in recorded.get("generations", [])]
+                == [g.metrics.get("val_accuracy") for g in self.chain])
 
     def write(self) -> None:
         if not self.main_process:
