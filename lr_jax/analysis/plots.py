@@ -145,7 +145,8 @@ def plot_train_vs_test(report: Report, path: str) -> str:
 
 def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -> str:
     """Plot 3 (the paper's Figure 4): `count` fixed training images of one run, each beside its top-`top` refined
-    labels with probabilities at every generation; the true class in green."""
+    labels with probabilities at every generation; the label each image trained with (the dataset's, or
+    --train_labels', which may be wrong) beside it and in green."""
     summary = load_label_summary(workdir)
     images, labels, names = summary["images"], summary["labels"], [str(n) for n in summary["class_names"]]
     probs, generations = summary["probs"].astype(np.float32), summary["generations"]
@@ -168,6 +169,8 @@ def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -
             for rank, c in enumerate(order):
                 axis.text(0.02, 0.8 - 0.3 * rank, f"{names[c]} {probs[j, i, c]:.2f}", fontsize="small",
                           transform=axis.transAxes, color="tab:green" if c == int(labels[i]) else "black")
+    figure.suptitle("left, and green where it is among the top 3: the label the image was trained with\n(the "
+                    "dataset's, or the one --train_labels gave, which may be wrong)", fontsize="small")
     return save_figure(figure, path)
 
 
