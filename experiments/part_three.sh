@@ -7,14 +7,18 @@
 #            precomputed_seedS: the chain's generation 1 refining generations 2-3 with precomputed labels (the blog's)
 #   crops_008, crops_035   random-resized crops of scale 0.08-1 (the paper's) and 0.35-1 (milder), ground-truth
 #            labels: the online chain and independent ground-truth models; crops_008/mechanism/: the first seed's
-#            refinery measured by python -m lr_jax.experiments.crop_confidence
+#            refinery measured by python -m lr_jax.experiments.crop_confidence. Trained for CROP_EPOCHS (default 24,
+#            twice the preset's 12) per generation: at 12, the 0.08-1 crops left seed 0's generation 1 badly underfit
+#            (80.5% of its un-augmented training images, against 89.2% with pad-and-crop; the pre-registered rule in
+#            experiments/README.md, Part three, design 3)
 #   aggre, random1   CIFAR-10N's aggregate (9.0% wrong) and one annotator's (17.2%) labels: the online chain and
 #            independent models on the same labels
 # Usage: bash experiments/part_three.sh RUNS_ROOT --data_dir JPEG_COPY [--cache_dir CACHE] [flags]
 # The label CSVs are written once into RUNS_ROOT/labels/ by `python -m lr_jax.cifar10n` from CIFAR10N (default
 # ../shared/data/cifar10n/CIFAR-10_human.pt) and the image folder given as --data_dir.
 # Environment: SEEDS (default "0 1 2"), DESIGNS (default "worst crops_008 crops_035 aggre random1"),
-# online_controls.sh's GENERATIONS / EPOCHS for smaller trials, and COLLECTED_ROOT (below).
+# CROP_EPOCHS (above), online_controls.sh's GENERATIONS / EPOCHS for smaller trials (EPOCHS overrides CROP_EPOCHS), and
+# COLLECTED_ROOT (below).
 # Resumable: rerun the same command; finished generations are reloaded, not retrained. On a fresh machine, with
 # COLLECTED_ROOT=experiments/results (collect_part_three.sh's DEST_ROOT, committed), the runs collected there with all
 # their generations are not trained again (online_controls.sh's COLLECTED).
@@ -48,7 +52,7 @@ for design in ${DESIGNS:-worst crops_008 crops_035 aggre random1}; do
       crops_008|crops_035)
         scale=$([ "$design" = crops_008 ] && echo 0.08,1 || echo 0.35,1)
         CONTROLS=ground_truth bash "$here/online_controls.sh" "$root/$design" "$seed" --preset cpu \
-          --crop random_resized --crop_scale "$scale" "$@"
+          --epochs "${CROP_EPOCHS:-24}" --crop random_resized --crop_scale "$scale" "$@"
         # The mechanism, from the first seed's refinery while its checkpoints are here (collect_part_three.sh
         # copies it): its confidence against the crop's area, and a contact sheet.
         mechanism="$root/$design/mechanism"

@@ -472,3 +472,45 @@ def test_part_two_table_names_a_folder_without_runs(tmp_path, capsys):
         part_two_table.main([str(tmp_path)])
     assert stop.value.code == 2
     assert f"{tmp_path}: no run folders <name>_seed<S> with results.json" in capsys.readouterr().err
+
+
+def test_part_three_script_gives_the_crop_designs_their_epochs(tmp_path):
+    """part_three.sh trains the crop designs for CROP_EPOCHS (default 24) and the label sets at the preset's schedule;
+    EPOCHS (a smaller trial) and the caller's flags still override it. The runner is a stand-in that records its
+    flags and writes a results.json with the epochs it was given, so that no model is trained."""
+    env = script_environment(tmp_path)
+    calls = tmp_path / "calls.txt"
+    (tmp_path / "bin" / "python").write_text(f"""#!/bin/bash
+if [ "$1 $2" = "-m lr_jax.experiments.cifar10" ]; then
+  echo "$*" >> "{calls}"
+  workdir=${{@: -1}}; mkdir -p "$workdir/checkpoints/finished/1"
+  epochs=$(echo "$*" | grep -o -- '--epochs [0-9]*' | tail -1 | cut -d' ' -f2)
+  echo "{{\\"config\\": {{\\"epochs\\": ${{epochs:-12}}}}, \\"generations\\": []}}" > "$workdir/results.json"
+  exit 0
+fi
+[ "$1 $2" = "-m lr_jax.experiments.crop_confidence" ] && exit 0  # the mechanism, measured on the refinery
+exec "{sys.executable}" "$@"
+""")
+    (tmp_path / "runs" / "labels").mkdir(parents=True)
+    (tmp_path / "runs" / "labels" / "worse_label.csv").write_text("index,label\n")
+    script = str(REPO_ROOT / "experiments" / "part_three.sh")
+
+    def epochs_by_design(*flags, **extra):
+        calls.unlink(missing_ok=True)
+        done = subprocess.run(["bash", script, "runs", "--data_dir", "/d", *flags], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, env=dict(env, SEEDS="0", DESIGNS="crops_008 crops_035 aggre",
+                                                               **extra))
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        found = {}
+        for line in calls.read_text().splitlines():
+            design = line.split("--workdir runs/")[1].split("/")[0]
+            epochs = [word for previous, word in zip(line.split(), line.split()[1:]) if previous == "--epochs"]
+            found.setdefault(design, set()).add(epochs[-1] if epochs else "preset")
+            if design.startswith("crops"):
+                assert "--crop random_resized --crop_scale " + ("0.08,1" if design == "crops_008" else "0.35,1") in line
+        return found
+
+    assert epochs_by_design() == {"crops_008": {"24"}, "crops_035": {"24"}, "aggre": {"preset"}}
+    assert epochs_by_design(CROP_EPOCHS="18") == {"crops_008": {"18"}, "crops_035": {"18"}, "aggre": {"preset"}}
+    assert epochs_by_design(EPOCHS="2") == {"crops_008": {"2"}, "crops_035": {"2"}, "aggre": {"2"}}
+    assert epochs_by_design("--epochs", "3") == {"crops_008": {"3"}, "crops_035": {"3"}, "aggre": {"3"}}

@@ -208,7 +208,8 @@ PART_THREE = Design("Part three", ("worst", "aggre", "random1", "crops_008", "cr
                    f"{folder}/online", f"{folder}/ground_truth", _SAME_GENERATION),
         Comparison("4", "ensemble of the chain's generations minus ensemble of as many ground-truth models",
                    f"{folder}/online", f"{folder}/ground_truth", _SAME_GENERATION, key=ENSEMBLE),
-        Comparison("4", "generation 1 with these crops minus generation 1 with pad-and-crop (Part two)",
+        Comparison("4", "generation 1 with these crops (24 epochs, part_three.sh) minus pad-and-crop's at "
+                   "the preset's 12 (Part two)",
                    f"{folder}/ground_truth", _CLEAN, _at(1, 1, 1)),
     )),
 ))
