@@ -15,7 +15,8 @@ root=${1:?usage: collect_part_three.sh RUNS_ROOT [DEST_ROOT]}
 dest_root=${2:-experiments/results}
 here=$(dirname "$0")
 for design in worst aggre random1 crops_008 crops_035; do
-  [ -d "$root/$design" ] || continue
+  # A design the queue has only just started (no run with a finished generation yet) has nothing to collect.
+  compgen -G "$root/$design/*/results.json" > /dev/null || continue
   FIRST=online REFERENCE=ground_truth_seed0 bash "$here/collect_results.sh" "$root/$design" \
     "$dest_root/part_three_$design" online_seed0
 done

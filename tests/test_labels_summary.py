@@ -89,7 +89,7 @@ def test_text_files_are_copied_without_the_machines_paths(runs_root, tmp_path):
 
 def test_collect_part_three_copies_label_issues_without_paths(runs_root, tmp_path):
     """collect_part_three.sh on a runs root with part three's worst chain and label_issues.sh's outputs (seed 0;
-    detection files of seeds 0-2),
+    detection files of seeds 0-2) and a design the queue has just started (no results.json yet: skipped),
     as on a fresh clone whose results root holds Part two's clean runs: the retrains and detection files are copied
     without the machine's paths, the suspects cut to the top 1,000, and both tables written."""
     import subprocess
@@ -119,6 +119,8 @@ def test_collect_part_three_copies_label_issues_without_paths(runs_root, tmp_pat
     kfold_probs = {"ids": np.array(["train/a/0.jpg", "train/a/1.jpg"]), "probs": np.eye(2, dtype=np.float32),
                    "source": np.asarray(json.dumps({"config": {"data_dir": "/data/cifar", "workdir": str(seed_dir)}}))}
     np.savez_compressed(seed_dir / "kfold" / "kfold_probs.npz", **kfold_probs)
+    (runs_root / "crops_008" / "online_seed0").mkdir(parents=True)  # started by the queue, no generation finished
+    (runs_root / "crops_008" / "log.txt").write_text("generation 1/3: training\n")
     results_root = tmp_path / "fresh" / "experiments" / "results"
     write_run(results_root / "part_two_online" / "online_seed0", [generation_row(1, 0.90)])
     done = subprocess.run(["bash", str(REPO_ROOT / "experiments" / "collect_part_three.sh"), str(runs_root),
@@ -148,3 +150,4 @@ def test_collect_part_three_copies_label_issues_without_paths(runs_root, tmp_pat
     assert ("| 1 | the refinery's flags relabelled minus cleanlab's flags left out | flip-averaged | +3.00 (1) | "
             "0: +3.00 |") in text
     assert (copied / "summary.png").stat().st_size > 0 and (results_root / "part_three_headline.md").exists()
+    assert not (results_root / "part_three_crops_008").exists()
