@@ -7,10 +7,10 @@
 #            precomputed_seedS: the chain's generation 1 refining generations 2-3 with precomputed labels (the blog's)
 #   crops_008, crops_035   random-resized crops of scale 0.08-1 (the paper's) and 0.35-1 (milder), ground-truth
 #            labels: the online chain and independent ground-truth models; crops_008/mechanism/: the first seed's
-#            refinery measured by python -m lr_jax.experiments.crop_confidence. Trained for CROP_EPOCHS (default 24,
-#            twice the preset's 12) per generation: at 12, the 0.08-1 crops left seed 0's generation 1 badly underfit
-#            (80.5% of its un-augmented training images, against 89.2% with pad-and-crop; the pre-registered rule in
-#            experiments/README.md, Part three, design 3)
+#            refinery measured by python -m lr_jax.experiments.crop_confidence. Trained for CROP_EPOCHS (default
+#            lr_jax.analysis.designs.CROP_EPOCHS, 24, twice the preset's 12) per generation: at 12, the 0.08-1
+#            crops left seed 0's generation 1 badly underfit (80.5% of its un-augmented training images, against
+#            89.2% with pad-and-crop; the pre-registered rule in experiments/README.md, Part three, design 3)
 #   aggre, random1   CIFAR-10N's aggregate (9.0% wrong) and one annotator's (17.2%) labels: the online chain and
 #            independent models on the same labels
 # Usage: bash experiments/part_three.sh RUNS_ROOT --data_dir JPEG_COPY [--cache_dir CACHE] [flags]
@@ -42,6 +42,8 @@ if [ ! -e "$labels/worse_label.csv" ]; then
     --image_folder "$data_dir" --out "$labels.tmp"
   rm -rf "$labels" && mv "$labels.tmp" "$labels"
 fi
+# The crop designs' default epochs live in lr_jax.analysis.designs, whose headline row states them.
+crop_epochs=${CROP_EPOCHS:-$(python -c "from lr_jax.analysis.designs import CROP_EPOCHS; print(CROP_EPOCHS)")}
 for design in ${DESIGNS:-worst crops_008 crops_035 aggre random1}; do
   for seed in ${SEEDS:-0 1 2}; do
     [ -z "${COLLECTED_ROOT:-}" ] || export COLLECTED="$COLLECTED_ROOT/part_three_$design"
@@ -52,7 +54,7 @@ for design in ${DESIGNS:-worst crops_008 crops_035 aggre random1}; do
       crops_008|crops_035)
         scale=$([ "$design" = crops_008 ] && echo 0.08,1 || echo 0.35,1)
         CONTROLS=ground_truth bash "$here/online_controls.sh" "$root/$design" "$seed" --preset cpu \
-          --epochs "${CROP_EPOCHS:-24}" --crop random_resized --crop_scale "$scale" "$@"
+          --epochs "$crop_epochs" --crop random_resized --crop_scale "$scale" "$@"
         # The mechanism, from the first seed's refinery while its checkpoints are here (collect_part_three.sh
         # copies it): its confidence against the crop's area, and a contact sheet.
         mechanism="$root/$design/mechanism"

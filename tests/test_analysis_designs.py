@@ -194,3 +194,26 @@ def test_label_issues_cleanings_by_hand(tmp_path, capsys):
               generations=1, seed=1, num_train=900)
     with pytest.raises(ValueError, match="relabel_refinery_seed1 and .*online_seed1: not a pair"):
         designs.headline_cells(design, design.load_runs(str(tmp_path)))
+
+
+def test_part_three_crop_row_refuses_runs_of_other_epochs(tmp_path):
+    """The crop designs' generation-1 row states designs.CROP_EPOCHS (the default part_three.sh trains them for): crop
+    runs of that many epochs fill it (0.83 - 0.85 = -2 points per seed); one trained for other epochs is an error
+    naming its folder, not a mislabelled row."""
+    def write(epochs):
+        for seed in range(2):
+            write_run(tmp_path / "part_three_crops_008" / f"ground_truth_seed{seed}", [generation_row(1, 0.83)],
+                      generations=1, seed=seed, epochs=epochs)
+            write_run(tmp_path / "part_two_online" / f"online_seed{seed}", [generation_row(1, 0.85)], seed=seed)
+
+    part_three = designs.PART_THREE
+    write(designs.CROP_EPOCHS)
+    (row,) = [cell for cell in designs.headline_cells(part_three, part_three.load_runs(str(tmp_path)))
+              if cell.comparison.text.startswith("generation 1 with these crops")]
+    assert f"({designs.CROP_EPOCHS} epochs" in row.comparison.text
+    assert row.values == pytest.approx({0: -0.02, 1: -0.02})
+    write(designs.CROP_EPOCHS - 6)
+    with pytest.raises(ValueError, match=f"ground_truth_seed0: trained with epochs={designs.CROP_EPOCHS - 6}, but "
+                                         f"the headline row 'generation 1 with these crops .* states "
+                                         f"epochs={designs.CROP_EPOCHS}"):
+        designs.headline_cells(part_three, part_three.load_runs(str(tmp_path)))

@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pytest
 
+from lr_jax.analysis import designs
 from lr_jax import config as config_lib
 from lr_jax import portable, provenance, report, results
 
@@ -475,7 +476,7 @@ def test_part_two_table_names_a_folder_without_runs(tmp_path, capsys):
 
 
 def test_part_three_script_gives_the_crop_designs_their_epochs(tmp_path):
-    """part_three.sh trains the crop designs for CROP_EPOCHS (default 24) and the label sets at the preset's schedule;
+    """part_three.sh trains the crop designs for CROP_EPOCHS (default designs.CROP_EPOCHS, 24) and the label sets at the preset's schedule;
     EPOCHS (a smaller trial) and the caller's flags still override it. The runner is a stand-in that records its
     flags and writes a results.json with the epochs it was given, so that no model is trained."""
     env = script_environment(tmp_path)
@@ -510,7 +511,8 @@ exec "{sys.executable}" "$@"
                 assert "--crop random_resized --crop_scale " + ("0.08,1" if design == "crops_008" else "0.35,1") in line
         return found
 
-    assert epochs_by_design() == {"crops_008": {"24"}, "crops_035": {"24"}, "aggre": {"preset"}}
+    crop_epochs = str(designs.CROP_EPOCHS)  # the default, read from the headline row that states it
+    assert epochs_by_design() == {"crops_008": {crop_epochs}, "crops_035": {crop_epochs}, "aggre": {"preset"}}
     assert epochs_by_design(CROP_EPOCHS="18") == {"crops_008": {"18"}, "crops_035": {"18"}, "aggre": {"preset"}}
     assert epochs_by_design(EPOCHS="2") == {"crops_008": {"2"}, "crops_035": {"2"}, "aggre": {"2"}}
     assert epochs_by_design("--epochs", "3") == {"crops_008": {"3"}, "crops_035": {"3"}, "aggre": {"3"}}

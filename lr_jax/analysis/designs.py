@@ -32,7 +32,8 @@ class Comparison:
     """One headline row: `quantity` (by default `run`'s metric `key` minus `partner`'s) over the seeds that every
     run of the comparison has with the same data, at the cells of `generations`. Runs are named 'folder/name': the
     run folders <name>_seed<S> of that design folder. `group` is the row's first column (the design's name on its
-    first row); `others` are further runs a quantity of more than two runs reads (each cell then gives their
+    first row); `run_config` are settings `text` states of `run` (a run trained otherwise is an error, not a
+    mislabelled row); `others` are further runs a quantity of more than two runs reads (each cell then gives their
     generations too); `pairing` the results.json keys paired runs share (stats.SAME_VALIDATION where a run trains
     on a subset of the other's training images)."""
 
@@ -45,6 +46,7 @@ class Comparison:
     quantity: Quantity = DIFFERENCE
     others: tuple[str, ...] = ()
     pairing: tuple[tuple[str, str], ...] = stats.PAIRING_KEYS
+    run_config: tuple[tuple[str, object], ...] = ()  # (config key, value) every `run` must have: what `text` states
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -105,6 +107,14 @@ def evaluated_keys(key: str, evaluations: Optional[Sequence[Evaluation]]) -> lis
     return [(e.name, key + e.suffix) for e in evaluations]
 
 
+def _check_run_config(run: Run, comparison: Comparison) -> None:
+    config = run.payload["config"]
+    for key, value in comparison.run_config:
+        if config.get(key) != value:
+            raise ValueError(f"{run.workdir}: trained with {key}={config.get(key)}, but the headline row "
+                             f"'{comparison.text}' states {key}={value}")
+
+
 def headline_cells(design: Design, runs: dict[tuple[str, int], Run],
                    evaluations: Optional[Sequence[Evaluation]] = None) -> list[HeadlineCell]:
     """Every comparison's cells with at least one seed, in declaration order (then evaluation, then column); runs
@@ -113,6 +123,8 @@ def headline_cells(design: Design, runs: dict[tuple[str, int], Run],
     for comparison in design.comparisons:
         groups = stats.match_seeds(*(runs_lib.runs_named(runs, name) for name in comparison.names), strict=True,
                                    keys=comparison.pairing)
+        for run, *_ in groups:
+            _check_run_config(run, comparison)
         for evaluation, key in evaluated_keys(comparison.key, evaluations):
             values = stats.paired_values(groups, key, comparison.generations, comparison.quantity.compute)
             cells += [HeadlineCell(comparison, column, by_seed, evaluation) for column, by_seed in values.items()]
@@ -164,6 +176,7 @@ PART_TWO = Design("Part two", ("online", "stronger", "converged"), "part_two_", 
 # Part three (experiments/README.md, Part three): Label Refinery where its premise holds. Design 1: CIFAR-10N's worst
 # labels (40.2% wrong); design 2: its aggregate (9.0%) and one annotator's (17.2%) labels; design 3: random-resized
 # crops. The clean-label ceiling is Part two's generation 1 of the same seed (its collected folder part_two_online).
+CROP_EPOCHS = 24  # the crop designs' epochs per generation: part_three.sh's CROP_EPOCHS default reads it
 RECOVERED = Quantity("recovered fraction", lambda refined, noisy, clean: (refined - noisy) / (clean - noisy), "percent")
 _WORST, _WORST_MODELS = "worst/online", "worst/ground_truth"
 _CLEAN = "part_two_online/online"
@@ -208,9 +221,9 @@ PART_THREE = Design("Part three", ("worst", "aggre", "random1", "crops_008", "cr
                    f"{folder}/online", f"{folder}/ground_truth", _SAME_GENERATION),
         Comparison("4", "ensemble of the chain's generations minus ensemble of as many ground-truth models",
                    f"{folder}/online", f"{folder}/ground_truth", _SAME_GENERATION, key=ENSEMBLE),
-        Comparison("4", "generation 1 with these crops (24 epochs, part_three.sh) minus pad-and-crop's at "
-                   "the preset's 12 (Part two)",
-                   f"{folder}/ground_truth", _CLEAN, _at(1, 1, 1)),
+        Comparison("4", f"generation 1 with these crops ({CROP_EPOCHS} epochs, part_three.sh) minus pad-and-crop's "
+                   "at the preset's 12 (Part two)",
+                   f"{folder}/ground_truth", _CLEAN, _at(1, 1, 1), run_config=(("epochs", CROP_EPOCHS),)),
     )),
 ))
 
