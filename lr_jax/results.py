@@ -130,7 +130,9 @@ NUM_EXAMPLES = 16  # training images whose refined labels are shown per generati
 
 def write_label_summary(workdir: str, splits, chain) -> None:
     """`labels_summary.npz`: per generation, the labels of NUM_EXAMPLES fixed training images and the entropy
-    of every training label; keys images, labels, class_names, probs (G, n, C), entropies (G, N) float16."""
+    of every training label; keys images, labels (the labels trained with), class_names, probs (G, n, C),
+    entropies (G, N) float16, and dataset_labels (the dataset's own labels of the same images) where --train_labels
+    replaced any training label."""
     import numpy as np
 
     from lr_jax.losses import label_entropy  # imports JAX, which the report does not need otherwise
@@ -142,6 +144,9 @@ def write_label_summary(workdir: str, splits, chain) -> None:
     arrays = dict(images=splits.train_images[picks], labels=splits.train_labels[picks],
                   class_names=np.array(splits.class_names), probs=probs, entropies=entropies,
                   generations=np.array([g.generation for g in chain]))
+    dataset_labels = getattr(splits, "dataset_train_labels", None)
+    if dataset_labels is not None and not np.array_equal(dataset_labels, splits.train_labels):
+        arrays["dataset_labels"] = np.asarray(dataset_labels)[picks]
     files.write_atomic(os.path.join(workdir, LABELS_SUMMARY), lambda f: np.savez_compressed(f, **arrays),
                        binary=True)
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import types
 
+import chex
 import numpy as np
 import pytest
 import scipy.stats
@@ -390,3 +391,32 @@ def test_reference_option_picks_the_configuration(paired_runs, tmp_path, capsys)
 def test_a_single_generation_of_one_configuration_has_no_paired_table(tmp_path):
     run = write_run(tmp_path / "one", [generation_row(1, 0.5)], generations=1)
     assert "Paired differences" not in report.markdown_report(report.aggregate([run]))
+
+
+def test_label_summary_keeps_the_dataset_labels_where_train_labels_replaced_them(tmp_path):
+    """A run whose training labels were replaced (--train_labels) stores the dataset's own labels of the example
+    images beside the ones it trained with, and the examples plot draws them; a run on the dataset's labels has
+    none; a dataset_labels array of the wrong length is an error naming the file."""
+    count = 20
+    images = np.random.default_rng(2).integers(0, 256, (count, 8, 8, 3), dtype=np.uint8)
+    given = np.arange(count) % 3
+    chain = [types.SimpleNamespace(generation=1, soft_labels=np.full((count, 3), 1 / 3))]
+    for name, own in (("noisy", (given + 1) % 3), ("clean", given)):
+        run = write_run(tmp_path / name, [generation_row(1, 0.5)], generations=1)
+        splits = types.SimpleNamespace(train_images=images, train_labels=given, dataset_train_labels=own,
+                                       class_names=CLASSES)
+        results.write_label_summary(run, splits, chain)
+        summary = report.load_label_summary(run)
+        picks = [int(np.flatnonzero((images == image).all(axis=(1, 2, 3)))[0]) for image in summary["images"]]
+        chex.assert_shape(summary["labels"], (results.NUM_EXAMPLES,))
+        np.testing.assert_array_equal(summary["labels"], given[picks])
+        if name == "noisy":
+            np.testing.assert_array_equal(summary["dataset_labels"], own[picks])
+        else:
+            assert "dataset_labels" not in summary
+        assert_png_drawn(report.plot_label_examples(run, str(tmp_path / f"{name}.png")))
+    with np.load(tmp_path / "noisy" / "labels_summary.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    np.savez(tmp_path / "noisy" / "labels_summary.npz", **dict(arrays, dataset_labels=arrays["dataset_labels"][:3]))
+    with pytest.raises(ValueError, match=r"noisy/labels_summary.npz: dataset_labels has shape \(3,\), expected \(16,\)"):
+        report.load_label_summary(str(tmp_path / "noisy"))

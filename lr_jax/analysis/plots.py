@@ -146,9 +146,11 @@ def plot_train_vs_test(report: Report, path: str) -> str:
 def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -> str:
     """Plot 3 (the paper's Figure 4): `count` fixed training images of one run, each beside its top-`top` refined
     labels with probabilities at every generation; the label each image trained with (the dataset's, or
-    --train_labels', which may be wrong) beside it and in green."""
+    --train_labels', which may be wrong) beside it and in green; where the summary has the dataset's own labels
+    and that one differs, it is given under it and in blue."""
     summary = load_label_summary(workdir)
     images, labels, names = summary["images"], summary["labels"], [str(n) for n in summary["class_names"]]
+    dataset_labels = summary.get("dataset_labels", labels)
     probs, generations = summary["probs"].astype(np.float32), summary["generations"]
     count = min(count, len(labels))
     figure = new_figure(1.3 + 1.75 * len(generations), 1.15 * count + 0.5)
@@ -159,7 +161,9 @@ def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -
         image_axis.imshow(images[i, :, :, 0] if grey else images[i], cmap="gray" if grey else None)
         image_axis.set_xticks([])
         image_axis.set_yticks([])
-        image_axis.set_ylabel(names[int(labels[i])], fontsize="small")
+        given, own = int(labels[i]), int(dataset_labels[i])
+        image_axis.set_ylabel(names[given] + ("" if own == given else f"\n(dataset: {names[own]})"),
+                              fontsize="small")
         for j, generation in enumerate(generations):
             axis = figure.add_subplot(grid[i, 1 + j])
             axis.axis("off")
@@ -168,9 +172,12 @@ def plot_label_examples(workdir: str, path: str, count: int = 8, top: int = 3) -
             order = np.argsort(-probs[j, i])[:top]
             for rank, c in enumerate(order):
                 axis.text(0.02, 0.8 - 0.3 * rank, f"{names[c]} {probs[j, i, c]:.2f}", fontsize="small",
-                          transform=axis.transAxes, color="tab:green" if c == int(labels[i]) else "black")
-    figure.suptitle("left, and green where it is among the top 3: the label the image was trained with\n(the "
-                    "dataset's, or the one --train_labels gave, which may be wrong)", fontsize="small")
+                          transform=axis.transAxes,
+                          color="tab:green" if c == given else "tab:blue" if c == own else "black")
+    replaced = "dataset_labels" in summary
+    figure.suptitle("left, and green in the top 3: the label the image trained with\n(the dataset's, or "
+                    "--train_labels', which may be wrong)"
+                    + ("\nin brackets, and blue: the dataset's own label" if replaced else ""), fontsize="small")
     return save_figure(figure, path)
 
 

@@ -84,6 +84,8 @@ def load_label_summary(workdir: str) -> dict:
             f"{path}: probs has shape {probs.shape}, expected (generations, examples, classes) = "
             f"({num_generations}, {count}, {classes}); images {summary['images'].shape}"
         )
+    if "dataset_labels" in summary and summary["dataset_labels"].shape != (count,):
+        raise ValueError(f"{path}: dataset_labels has shape {summary['dataset_labels'].shape}, expected ({count},)")
     if entropies.ndim != 2 or len(entropies) != num_generations:
         raise ValueError(f"{path}: entropies has shape {entropies.shape}, expected ({num_generations}, train images)")
     return summary
