@@ -418,5 +418,6 @@ def test_label_summary_keeps_the_dataset_labels_where_train_labels_replaced_them
     with np.load(tmp_path / "noisy" / "labels_summary.npz") as data:
         arrays = {key: data[key] for key in data.files}
     np.savez(tmp_path / "noisy" / "labels_summary.npz", **dict(arrays, dataset_labels=arrays["dataset_labels"][:3]))
-    with pytest.raises(ValueError, match=r"noisy/labels_summary.npz: dataset_labels has shape \(3,\), expected \(16,\)"):
+    with pytest.raises(ValueError,
+                       match=r"noisy/labels_summary.npz: dataset_labels has shape \(3,\), expected \(16,\)"):
         report.load_label_summary(str(tmp_path / "noisy"))

@@ -13,9 +13,9 @@ import types
 import numpy as np
 import pytest
 
-from lr_jax.analysis import designs
 from lr_jax import config as config_lib
 from lr_jax import portable, provenance, report, results
+from lr_jax.analysis import designs
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 COMMITTED = REPO_ROOT / "experiments" / "results"
@@ -476,9 +476,10 @@ def test_part_two_table_names_a_folder_without_runs(tmp_path, capsys):
 
 
 def test_part_three_script_gives_the_crop_designs_their_epochs(tmp_path):
-    """part_three.sh trains the crop designs for CROP_EPOCHS (default designs.CROP_EPOCHS, 24) and the label sets at the preset's schedule;
-    EPOCHS (a smaller trial) and the caller's flags still override it. The runner is a stand-in that records its
-    flags and writes a results.json with the epochs it was given, so that no model is trained."""
+    """part_three.sh trains the crop designs for CROP_EPOCHS (default designs.CROP_EPOCHS, 24) and the label sets at
+    the preset's schedule; EPOCHS (a smaller trial) and the caller's flags still override it. The runner is a
+    stand-in that records its flags and writes a results.json with the epochs it was given, so that no model is
+    trained."""
     env = script_environment(tmp_path)
     calls = tmp_path / "calls.txt"
     (tmp_path / "bin" / "python").write_text(f"""#!/bin/bash
