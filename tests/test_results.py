@@ -288,8 +288,8 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     """online_controls.sh with COLLECTED (the committed copies of collect_results.sh) on an empty runs folder: runs
     collected with all their generations are not trained again, the chain's generation 1 is retrained only for a
     control still to run (or NEED_CHAIN=1), matched_smoothing.json comes from the copies, and collecting again keeps
-    the longer copy of the chain after checking that the retrained generation agrees with it (exit 3 when it does
-    not)."""
+    the longer copy of the chain, or replaces a shorter copy with the longer run, after checking that the
+    generations both hold agree (exit 3, nothing copied, when they do not)."""
     from cli_runs import write_image_folder
 
     data_dir = write_image_folder(tmp_path / "data")
@@ -323,6 +323,24 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
         "precomputed_seed0", "compute_matched_seed0", "report"])
     assert len(generations("copies/online_seed0")) == 2
 
+    # A copy collected while the chain was at generation 1 is replaced by the longer run when they agree, and
+    # refused (exit 3, nothing copied) when they do not.
+    copy_record = tmp_path / "copies" / "online_seed0" / "results.json"
+    record = json.loads(copy_record.read_text())
+    copy_record.write_text(json.dumps(dict(record, generations=record["generations"][:1])))
+    longer = collect()
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "replaced copies/online_seed0/results.json (1 generations; the run has 2, and the 1 both hold agree)" \
+        in longer.stdout
+    assert generations("copies/online_seed0") == record["generations"]
+    tampered = dict(record, generations=[dict(record["generations"][0], val_accuracy=0.5)])
+    copy_record.write_text(json.dumps(tampered))
+    refused = collect()
+    assert refused.returncode == 3 and "not the same computation (delete the copy" in refused.stderr, \
+        refused.stderr[-3000:]
+    assert json.loads(copy_record.read_text()) == tampered  # not overwritten
+    copy_record.write_text(json.dumps(record))
+
     # A fresh machine: the runs are gone, the copies committed. One control is still to run, with the copies'
     # smoothing (changed here so that its origin shows).
     shutil.rmtree(tmp_path / "runs")
@@ -342,7 +360,7 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
 
     collected = collect()
     assert collected.returncode == 0, collected.stderr[-3000:]
-    assert "kept copies/online_seed0/results.json (2 generations; the run has 1, and they agree)" in collected.stdout
+    assert "kept copies/online_seed0/results.json (2 generations; the run has 1, and the 1 both hold agree)" in collected.stdout
     assert len(generations("copies/online_seed0")) == 2 and (tmp_path / "copies" / "matched_smoothing_seed0").is_dir()
 
     third = controls(COLLECTED="copies")  # everything collected: nothing trains
