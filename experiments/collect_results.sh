@@ -3,10 +3,12 @@
 # never checkpoints) into DEST_DIR/<run>/ with `python -m lr_jax.portable`, which replaces the machine's absolute
 # paths by placeholders (<data_dir>, <workdir>, <cache_dir>, ...), and RUNS_DIR's own .json files (e.g.
 # matched_smoothing.json) into DEST_DIR/, then writes the report over the copies into DEST_DIR/report/.
-# The generations a run and its copy in DEST_DIR both hold must agree (a run retrained on a fresh machine is the
-# same computation), or the script stops (exit 3) without copying that run or writing the report: delete the copy to
-# replace it with another computation. A copy that holds more generations than the run (a run retrained only as far
-# as others need it) is kept; otherwise the run replaces it.
+# The generations a run and its copy in DEST_DIR both hold must agree (a run retrained on a fresh machine of the same
+# kind is the same computation), or the script stops (exit 3) without copying that run or writing the report: delete
+# the copy to replace it with another computation. A copy that holds more generations than the run (a run retrained
+# only as far as others need it) is kept, with a warning where they differ (a machine whose numerics differ);
+# otherwise the run replaces it, also where they differ if the run holds run_logged.sh's REPLACES_COPY (a chain
+# online_controls.sh trained again on such a machine).
 # Usage: bash experiments/collect_results.sh RUNS_DIR DEST_DIR [EXAMPLES_RUN_NAME]
 # Environment: FIRST (default refinery): runs named FIRST_* come first in the report; REFERENCE (a run's name, e.g.
 # ground_truth_seed0): the report's paired differences subtract that run's configuration (default, and while that
@@ -26,21 +28,25 @@ for run in "$runs/${first}"_*/ "$runs"/!(${first}_*)/; do  # FIRST runs first: t
   [ -f "$run/results.json" ] || continue
   name=$(basename "$run")
   kept=$(result_generations "$dest/$name/results.json")
+  has=$(result_generations "$run/results.json")
   if [ "$kept" -gt 0 ]; then
-    python - "$run/results.json" "$dest/$name/results.json" <<'PY' || exit 3
-import json, sys
-run, kept = (json.load(open(path))["generations"] for path in sys.argv[1:])
-for new, old in zip(run, kept):
-    if new["val_accuracy"] != old["val_accuracy"]:
-        sys.exit(f"collect_results.sh: {sys.argv[1]} generation {new['generation']} has validation accuracy "
-                 f"{new['val_accuracy']}, its copy {sys.argv[2]} {old['val_accuracy']}: not the same computation "
-                 f"(delete the copy to replace it)")
-both = min(len(run), len(kept))
-print(f"collect_results.sh: {'kept' if len(kept) > len(run) else 'replaced'} {sys.argv[2]} ({len(kept)} "
-      f"generations; the run has {len(run)}, and the {both} both hold agree)")
-PY
+    differ=$(differing_generations "$run/results.json" "$dest/$name/results.json" | paste -sd ';' -)
+    if [ -z "$differ" ]; then
+      echo "collect_results.sh: $([ "$kept" -gt "$has" ] && echo kept || echo replaced) $dest/$name/results.json" \
+        "($kept generations; the run has $has, and the $((kept < has ? kept : has)) both hold agree)"
+    elif [ -e "$run/$REPLACES_COPY" ] && [ "$has" -ge "$kept" ]; then
+      echo "collect_results.sh: replaced $dest/$name/results.json ($kept generations) with the run ($has), trained" \
+        "again on this machine ($differ): $(head -c 400 "$run/$REPLACES_COPY")"
+    elif [ "$kept" -gt "$has" ]; then
+      echo "collect_results.sh: kept $dest/$name/results.json ($kept generations; the run has $has, retrained only as" \
+        "far as others need it, and differs: $differ): another machine's numerics (results.json's code.host)" >&2
+    else
+      echo "collect_results.sh: $run/results.json and its copy $dest/$name/results.json differ ($differ): not the" \
+        "same computation (delete the copy to replace it)" >&2
+      exit 3
+    fi
   fi
-  if [ "$kept" -le "$(result_generations "$run/results.json")" ]; then
+  if [ "$kept" -le "$has" ]; then
     python -m lr_jax.portable "$run" "$dest/$name" > /dev/null
   fi
   copied+=("$dest/$name")

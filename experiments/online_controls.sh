@@ -22,8 +22,11 @@
 # On a fresh machine (a new Colab VM, a clean clone) set COLLECTED to the committed copies of RUNS_DIR's runs
 # (collect_results.sh's DEST_DIR): a run whose copy there holds all its generations is not trained again, and
 # matched_smoothing.json is taken from there. The chain's generation 1 is retrained (the same seed trains the same
-# model; collect_results.sh checks it) only while a control that reuses it (all but compute_matched) is still to run,
-# or when NEED_CHAIN=1 (experiments/label_issues.sh, which reads its checkpoint).
+# model on a machine of the same kind; collect_results.sh checks it) only while a control that reuses it (all but
+# compute_matched) is still to run, or when NEED_CHAIN=1 (experiments/label_issues.sh, which reads its checkpoint).
+# Where it differs from its copy (a machine whose numerics differ: another CPU's vector extensions), a control still
+# to run has the whole chain trained again here first, and that chain replaces the copy (run_logged.sh's
+# REPLACES_COPY); the controls collected earlier stay paired with the copy they were trained beside.
 set -euo pipefail
 runs=${1:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 seed=${2:?usage: online_controls.sh RUNS_DIR SEED [flags]}
@@ -57,10 +60,22 @@ for control in $controls; do
   pending+=("$control")
   [ "$control" = compute_matched ] || reuses_chain=1
 done
-if ! collected "online_seed$seed" "$generations"; then
+if [ -e "$chain/$REPLACES_COPY" ]; then  # trained again here (below), perhaps interrupted
+  [ "$(result_generations "$chain/results.json")" -ge "$generations" ] ||
+    train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
+elif ! collected "online_seed$seed" "$generations"; then
   train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
 elif [ -n "$reuses_chain" ] && [ ! -e "$chain/checkpoints/finished/1" ]; then
   train "$@" "${epochs[@]}" --label_mode online --generations 1 --workdir "$chain"  # for the controls that reuse it
+  differ=$(differing_generations "$chain/results.json" "$COLLECTED/online_seed$seed/results.json")
+  if [ ${#pending[@]} -gt 0 ] && [ -n "$differ" ]; then
+    note="generation 1 retrained on this machine ($(python -c "from lr_jax import provenance as p; print(p.host())"))
+differs from its collected copy ($differ): this machine's numerics differ from those of the machine that trained
+the copy, so the whole chain is trained again here for ${pending[*]}, and replaces the copy"
+    printf '[%s] %s: %s\n' "$(date +%H:%M:%S)" "$chain" "${note//$'\n'/ }" | tee -a "$log"
+    echo "${note//$'\n'/ }" > "$chain/$REPLACES_COPY"
+    train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
+  fi
 fi
 [ ${#pending[@]} -gt 0 ] || exit 0
 record="$chain/results.json"

@@ -29,3 +29,21 @@ result_generations() {
     echo 0
   fi
 }
+# differing_generations RUN_JSON COPY_JSON: one line per generation both results.json files hold whose validation
+# accuracy differs ("generation K: the run X, the copy Y"); nothing when they agree or a file is missing.
+differing_generations() {
+  python - "$1" "$2" <<'PY'
+import json, os, sys
+if all(os.path.isfile(path) for path in sys.argv[1:]):
+    run, copy = (json.load(open(path))["generations"] for path in sys.argv[1:])
+    for new, old in zip(run, copy):
+        if new["val_accuracy"] != old["val_accuracy"]:
+            print(f"generation {new['generation']}: the run {new['val_accuracy']}, the copy {old['val_accuracy']}")
+PY
+}
+# A chain's generation 1 retrained (for the controls that reuse it) on a machine whose numerics differ from those
+# of the machine that trained its collected copy (a CPU with other vector extensions: results.json's code.host) is
+# another model. online_controls.sh then trains the whole chain again here, so that the chain and the controls still
+# to run are one machine's computation, and writes this file into the chain's folder, saying why: collect_results.sh
+# replaces the copy with such a run (once it holds as many generations) instead of refusing it.
+REPLACES_COPY=replaces_collected_copy.txt

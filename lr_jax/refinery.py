@@ -309,7 +309,7 @@ def run_chain(
 
     With `workdir`, each finished generation is saved under it (and reloaded instead of retrained on a rerun), and
     training checkpoints (every `run.checkpoint_every` steps) let an interrupted generation continue from its last
-    one. `code` (provenance.code_version() of this invocation) goes into the metrics of each generation trained here,
+    one. `code` (provenance.run_provenance() of this invocation) goes into the metrics of each generation trained here,
     and is saved and reloaded with them: a resumed chain's rows name the code that finished each generation.
     A stop request (see lr_jax.interrupt) ends the chain with `interrupt.Interrupted`, naming the generation and
     step and how many generations were finished; before a generation starts, it ends it without training."""

@@ -79,13 +79,13 @@ def results_payload(config, run_options, dataset_info: dict, generations: list[d
     """The results.json document: `config` (what defines the results), `run` (where and how it ran), the data,
     per-generation rows, and (when given) `timing` (see `timing_summary`). `wall_seconds` sums every invocation
     of a resumed run (see `previous_wall_seconds`); `session_wall_seconds` is this invocation's share. `code`:
-    provenance.code_version() taken when the invocation started (the code it imported; default: now)."""
+    provenance.run_provenance() taken when the invocation started (the code it imported; default: now)."""
     payload = {
         "results_format": RESULTS_FORMAT,
         "config": dataclasses.asdict(config),
         "run": dataclasses.asdict(run_options),
         "dataset": dataset_info,
-        "code": provenance.code_version() if code is None else code,
+        "code": provenance.run_provenance() if code is None else code,
         "versions": provenance.library_versions(),
         "complete": complete,
         "wall_seconds": wall_seconds,

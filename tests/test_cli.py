@@ -112,7 +112,10 @@ def test_results_record_the_code_the_run_started_with(tmp_path, monkeypatch):
     data_dir = write_image_folder(tmp_path / "data", per_class=20)
     written = runner.run("cifar10", ["--data_dir", str(data_dir), "--workdir", str(tmp_path / "run"), *TINY_RUN])
     assert len(current) == 3  # both generations trained after the change
-    assert written["code"] == at_start and [row["code"] for row in written["generations"]] == [at_start] * 2
+    host = provenance.host()  # beside the code, each row names the CPU that trained it
+    assert host["cpus"] >= 1 and (host["isa"] is None or set(host["isa"]) <= set(provenance.ISA_FLAGS))
+    assert written["code"] == dict(at_start, host=host)
+    assert [row["code"] for row in written["generations"]] == [dict(at_start, host=host)] * 2
 
 
 def test_runner_rejects_a_batch_that_does_not_divide_by_the_devices(tmp_path, capsys):

@@ -99,6 +99,7 @@ def test_results_payload_records_this_checkout_and_the_library_versions():
     assert payload["results_format"] == results.RESULTS_FORMAT == 2
     assert payload["code"]["commit"] == git(REPO_ROOT, "rev-parse", "HEAD")
     assert isinstance(payload["code"]["dirty"], bool)
+    assert payload["code"]["host"] == provenance.host()
     assert payload["versions"] == {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
                                    "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
                                    "chex": chex.__version__, "numpy": np.__version__}
@@ -366,11 +367,21 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     third = controls(COLLECTED="copies")  # everything collected: nothing trains
     assert ": started" not in third and third.count("not trained again") == 4, third
 
-    record = json.loads((tmp_path / "copies" / "online_seed0" / "results.json").read_text())
-    record["generations"][0]["val_accuracy"] += 0.01
-    (tmp_path / "copies" / "online_seed0" / "results.json").write_text(json.dumps(record))
+    # Generation 1 retrained only for others (the run has 1 generation, the copy 2) on a machine whose numerics
+    # differ: the longer copy is kept, with a warning. The same difference where the run is as long is refused.
+    copy_record = tmp_path / "copies" / "online_seed0" / "results.json"
+    record = json.loads(copy_record.read_text())
+    other_machine = json.loads(json.dumps(record))
+    other_machine["generations"][0]["val_accuracy"] += 0.01
+    copy_record.write_text(json.dumps(other_machine))
+    kept = collect()
+    assert kept.returncode == 0 and "kept copies/online_seed0/results.json (2 generations; the run has 1, retrained" \
+        in kept.stderr and "another machine's numerics" in kept.stderr, kept.stderr[-3000:]
+    assert json.loads(copy_record.read_text()) == other_machine
+    copy_record.write_text(json.dumps(dict(other_machine, generations=other_machine["generations"][:1])))
     refused = collect()
     assert refused.returncode == 3 and "not the same computation" in refused.stderr, refused.stderr[-3000:]
+    copy_record.write_text(json.dumps(record))
 
     # Only the compute-matched run (which reuses nothing of the chain) to train: the chain is not retrained.
     shutil.rmtree(tmp_path / "runs")
@@ -388,6 +399,29 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     assert fifth.count(": started") == 1 and "runs/online_seed0: finished" in fifth, fifth
     assert (tmp_path / "runs" / "online_seed0" / "checkpoints" / "finished" / "1").is_dir()
     assert [row["val_accuracy"] for row in generations("runs/online_seed0")] == [retrained[0]["val_accuracy"]]
+
+    # A machine whose numerics differ (simulated by the copy's generation 1 differing), with a control that reuses
+    # the chain still to run: the whole chain is trained again here, says why, and replaces the copy; a rerun of the
+    # controls trains nothing more.
+    assert collect().returncode == 0
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(tmp_path / "copies" / "precomputed_seed0")
+    copy_record = tmp_path / "copies" / "online_seed0" / "results.json"
+    copy_record.write_text(json.dumps(dict(record, generations=[dict(record["generations"][0], val_accuracy=0.5),
+                                                                 *record["generations"][1:]])))
+    sixth = controls(COLLECTED="copies")
+    assert "runs/online_seed0: generation 1 retrained on this machine ({'cpu'" in sixth, sixth
+    assert "differs from its collected copy (generation 1: the run" in sixth and "the copy 0.5)" in sixth, sixth
+    assert sixth.count(": started") == 3, sixth  # generation 1, the whole chain (generation 2), precomputed
+    assert (tmp_path / "runs" / "online_seed0" / "replaces_collected_copy.txt").read_text().startswith(
+        "generation 1 retrained on this machine")
+    assert [row["val_accuracy"] for row in generations("runs/online_seed0")] == [
+        row["val_accuracy"] for row in record["generations"]]  # this machine's chain: the original numbers here
+    replaced = collect()
+    assert replaced.returncode == 0 and "replaced copies/online_seed0/results.json (2 generations) with the run (2)" \
+        in replaced.stdout, (replaced.stdout + replaced.stderr)[-3000:]
+    assert generations("copies/online_seed0") == generations("runs/online_seed0")
+    assert ": started" not in controls(COLLECTED="copies")
 
 
 def test_variants_script_passes_flags_through_and_logs_where_it_says(tmp_path):
@@ -472,6 +506,18 @@ def test_part_two_scripts_run_every_design_and_report_it(tmp_path):
     row = next(line for line in headline if "3 | online chain minus independent ground-truth models | without flip" in line
                or "converged teacher" in line and "| without flip |" in line)
     assert f"gen 2: 0: {results.format_metric(plain[0] - plain[1], 'points')}" in row, row
+
+
+def test_host_reads_the_cpu_model_and_its_vector_extensions(tmp_path):
+    """Two machines that differ in these can train different models from one seed: results.json names them."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n\n"
+                       "processor\t: 1\nmodel name\t: Some EPYC\nflags\t\t: fpu\n")
+    read = provenance.host(str(cpuinfo))
+    assert read["cpu"] == "Some EPYC" and read["isa"] == ["sse4_2", "avx", "avx2", "fma", "avx512f"]
+    assert read["cpus"] == os.cpu_count()
+    missing = provenance.host(str(tmp_path / "absent"))  # not Linux: no error, the fields it cannot read are None
+    assert missing["isa"] is None and missing["cpus"] == os.cpu_count()
 
 
 def test_results_record_the_code_the_run_started_with(monkeypatch):

@@ -256,7 +256,7 @@ def _run_locked(config, options, overwrite: bool, progress: bool) -> dict:
     early_lines: list = []  # logged before the workdir is prepared; written into its log.txt later
     log = make_logger(None, main_process, early_lines)
     start = time.perf_counter()
-    code = provenance.code_version()  # the code this process imported, whatever the work tree holds later
+    code = provenance.run_provenance()  # the code this process imported (whatever the work tree holds later), the CPU
     data, splits, label_source, description = _read_data(config, options, log)
     data_seconds = time.perf_counter() - start
     check_against_data(config, splits)
@@ -303,7 +303,7 @@ class Recorder:
     options: config_lib.RunOptions
     splits: object
     dataset_info: dict
-    code: dict  # provenance.code_version() when the invocation started
+    code: dict  # provenance.run_provenance() when the invocation started
     start: float  # time.perf_counter() when the invocation started
     data_seconds: float
     earlier_wall_seconds: float  # the wall time of the invocations this one resumes

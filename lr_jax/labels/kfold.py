@@ -138,7 +138,7 @@ def write_kfold(path: str, splits: Splits, assignment: np.ndarray, probs: np.nda
 def _run_locked(config, options, out_dir: str, count: int, overwrite: bool, progress: bool) -> str:
     early: list = []  # lines logged before anything is written; they reach OUT_DIR/log.txt with the first fold
     log = runner.make_logger(None, True, early)
-    code = provenance.code_version()
+    code = provenance.run_provenance()
     _, splits, _ = runner.read_splits(config, options, log)
     assignment, plans = fold_plans(splits, count, config.seed)
     for plan in plans:  # every fold's batch against its images, before any fold is written

@@ -41,14 +41,17 @@ class RunLabels:
         return os.path.basename(os.path.normpath(self.run_dir))
 
     def source(self, tool: str) -> dict:
-        """Where the labels came from, for an export's metadata: run folder, generation, model, code commit."""
+        """Where the labels came from, for an export's metadata: run folder, generation, model, code commit, the CPU
+        that trained it and its validation accuracy (which tell a retrained generation from the one it repeats)."""
         rows = [row for row in self.payload.get("generations", []) if row.get("generation") == self.generation]
         code = (rows[0].get("code") if rows else None) or self.payload.get("code") or {}
         config = self.payload["config"]
         return {"tool": tool, "run": self.name, "run_dir": os.path.abspath(self.run_dir),
                 "generation": self.generation, "model": self.model, "code_commit": code.get("commit"),
-                "code_dirty": code.get("dirty"), "dataset": config.get("dataset"), "seed": config.get("seed"),
-                "train_labels": config.get("train_labels"), "train_label_key": config.get("train_label_key")}
+                "code_dirty": code.get("dirty"), "host": code.get("host"),
+                "val_accuracy": rows[0].get("val_accuracy") if rows else None, "dataset": config.get("dataset"),
+                "seed": config.get("seed"), "train_labels": config.get("train_labels"),
+                "train_label_key": config.get("train_label_key")}
 
 
 def load_run_labels(run_dir: str, generation: Optional[int] = None,
