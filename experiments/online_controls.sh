@@ -26,7 +26,8 @@
 # compute_matched) is still to run, or when NEED_CHAIN=1 (experiments/label_issues.sh, which reads its checkpoint).
 # Where it differs from its copy (a machine whose numerics differ: another CPU's vector extensions), a control still
 # to run has the whole chain trained again here first, and that chain replaces the copy (run_logged.sh's
-# REPLACES_COPY); the controls collected earlier stay paired with the copy they were trained beside.
+# REPLACES_COPY), as does a chain trained whole here whose copy, collected part-way, differs; the controls collected
+# earlier stay paired with the copy they were trained beside.
 set -euo pipefail
 runs=${1:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 seed=${2:?usage: online_controls.sh RUNS_DIR SEED [flags]}
@@ -65,6 +66,9 @@ if [ -e "$chain/$REPLACES_COPY" ]; then  # trained again here (below), perhaps i
     train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
 elif ! collected "online_seed$seed" "$generations"; then
   train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
+  differ=$(differing_generations "$chain/results.json" "${COLLECTED:-}/online_seed$seed/results.json")
+  [ -z "$differ" ] || echo "trained whole on this machine, where its copy collected part-way differs ($differ):" \
+    "another machine's numerics; this run replaces the copy" > "$chain/$REPLACES_COPY"
 elif [ -n "$reuses_chain" ] && [ ! -e "$chain/checkpoints/finished/1" ]; then
   train "$@" "${epochs[@]}" --label_mode online --generations 1 --workdir "$chain"  # for the controls that reuse it
   differ=$(differing_generations "$chain/results.json" "$COLLECTED/online_seed$seed/results.json")

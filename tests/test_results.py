@@ -423,6 +423,17 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     assert generations("copies/online_seed0") == generations("runs/online_seed0")
     assert ": started" not in controls(COLLECTED="copies")
 
+    # A chain collected part-way on another machine (its copy: generation 1 only, differing): trained whole here, it
+    # replaces the copy.
+    shutil.rmtree(tmp_path / "runs")
+    partial = json.loads(copy_record.read_text())
+    copy_record.write_text(json.dumps(dict(partial, generations=[dict(partial["generations"][0], val_accuracy=0.5)])))
+    seventh = controls(COLLECTED="copies")
+    assert seventh.count(": started") == 1 and "runs/online_seed0: finished" in seventh, seventh
+    assert "where its copy collected part-way differs (generation 1: the run" in (
+        tmp_path / "runs" / "online_seed0" / "replaces_collected_copy.txt").read_text()
+    assert collect().returncode == 0 and generations("copies/online_seed0") == generations("runs/online_seed0")
+
 
 def test_variants_script_passes_flags_through_and_logs_where_it_says(tmp_path):
     """The first variant starts (and here stops at once: bad data) with its output in RUNS_DIR/log.txt, the extra
