@@ -32,6 +32,7 @@ set -euo pipefail
 runs=${1:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 seed=${2:?usage: online_controls.sh RUNS_DIR SEED [flags]}
 shift 2
+flags=("$@")  # the script's flags, passed on to every run
 generations=${GENERATIONS:-3}
 epochs=()
 [ -z "${EPOCHS:-}" ] || epochs=(--epochs "$EPOCHS")
@@ -42,6 +43,14 @@ log="$runs/log.txt"
 . "$(dirname "$0")/run_logged.sh"
 # train ... --workdir DIR: one run (the workdir is its last flag), output into $log, a progress line on the terminal.
 train() { run_logged "$log" "${@: -1}" python -m lr_jax.experiments.cifar10 --seed "$seed" --no_progress "$@"; }
+# train_chain GENERATIONS: the online chain, trained (or resumed) to GENERATIONS generations.
+train_chain() { train "${flags[@]}" "${epochs[@]}" --label_mode online --generations "$1" --workdir "$chain"; }
+# replaces_copy WHY: marks the chain as this machine's computation that replaces its collected copy, and logs why.
+replaces_copy() {
+  local why=${1//$'\n'/ }
+  printf '[%s] %s: %s\n' "$(date +%H:%M:%S)" "$chain" "$why" | tee -a "$log"
+  echo "$why" > "$chain/$REPLACES_COPY"
+}
 # collected RUN GENERATIONS: true when COLLECTED holds RUN's copy with at least GENERATIONS generations.
 collected() {
   [ -n "${COLLECTED:-}" ] && [ "$(result_generations "$COLLECTED/$1/results.json")" -ge "$2" ] || return 1
@@ -61,24 +70,22 @@ for control in $controls; do
   pending+=("$control")
   [ "$control" = compute_matched ] || reuses_chain=1
 done
+copy="${COLLECTED:+$COLLECTED/online_seed$seed/results.json}"
 if [ -e "$chain/$REPLACES_COPY" ]; then  # trained again here (below), perhaps interrupted
-  [ "$(result_generations "$chain/results.json")" -ge "$generations" ] ||
-    train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
+  [ "$(result_generations "$chain/results.json")" -ge "$generations" ] || train_chain "$generations"
 elif ! collected "online_seed$seed" "$generations"; then
-  train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
-  differ=$(differing_generations "$chain/results.json" "${COLLECTED:-}/online_seed$seed/results.json")
-  [ -z "$differ" ] || echo "trained whole on this machine, where its copy collected part-way differs ($differ):" \
-    "another machine's numerics; this run replaces the copy" > "$chain/$REPLACES_COPY"
+  train_chain "$generations"
+  differ=$(differing_generations "$chain/results.json" "$copy")
+  [ -z "$differ" ] || replaces_copy "trained whole on this machine, where its copy collected part-way differs
+(${differ//$'\n'/; }): another machine's numerics; this run replaces the copy"
 elif [ -n "$reuses_chain" ] && [ ! -e "$chain/checkpoints/finished/1" ]; then
-  train "$@" "${epochs[@]}" --label_mode online --generations 1 --workdir "$chain"  # for the controls that reuse it
-  differ=$(differing_generations "$chain/results.json" "$COLLECTED/online_seed$seed/results.json")
+  train_chain 1  # for the controls that reuse it
+  differ=$(differing_generations "$chain/results.json" "$copy")
   if [ ${#pending[@]} -gt 0 ] && [ -n "$differ" ]; then
-    note="generation 1 retrained on this machine ($(python -c "from lr_jax import provenance as p; print(p.host())"))
+    replaces_copy "generation 1 retrained on this machine ($(python -c "from lr_jax import provenance as p; print(p.host())"))
 differs from its collected copy ($differ): this machine's numerics differ from those of the machine that trained
 the copy, so the whole chain is trained again here for ${pending[*]}, and replaces the copy"
-    printf '[%s] %s: %s\n' "$(date +%H:%M:%S)" "$chain" "${note//$'\n'/ }" | tee -a "$log"
-    echo "${note//$'\n'/ }" > "$chain/$REPLACES_COPY"
-    train "$@" "${epochs[@]}" --label_mode online --generations "$generations" --workdir "$chain"
+    train_chain "$generations"
   fi
 fi
 [ ${#pending[@]} -gt 0 ] || exit 0
@@ -95,7 +102,7 @@ for control in "${pending[@]}"; do
         cp -r "$chain/checkpoints/finished/1" "$workdir/checkpoints/copying"
         mv "$workdir/checkpoints/copying" "$workdir/checkpoints/finished/1"
       fi
-      train "$@" "${epochs[@]}" --label_mode ground_truth --generations "$generations" --workdir "$workdir" ;;
+      train "${flags[@]}" "${epochs[@]}" --label_mode ground_truth --generations "$generations" --workdir "$workdir" ;;
     matched_smoothing)
       # Matched once, to the first seed's generation 1, and kept for every seed (so the seeds share one
       # configuration); each seed's own entropies go to the log.
@@ -105,14 +112,14 @@ for control in "${pending[@]}"; do
       cat "$runs/matched_smoothing_seed$seed.json" >> "$log"
       [ -e "$matched" ] || cp "$runs/matched_smoothing_seed$seed.json" "$matched"
       smoothing=$(python -c "import json, sys; print(round(json.load(open(sys.argv[1]))['smoothing_crops'], 3))" "$matched")
-      train "$@" "${epochs[@]}" --generations 1 --label_smoothing "$smoothing" --workdir "$runs/matched_smoothing_seed$seed" ;;
+      train "${flags[@]}" "${epochs[@]}" --generations 1 --label_smoothing "$smoothing" --workdir "$runs/matched_smoothing_seed$seed" ;;
     distillation)
-      train "$@" "${epochs[@]}" --label_mode online --refinery_workdir "$chain" --refinery_generation 1 --temperature 4 \
+      train "${flags[@]}" "${epochs[@]}" --label_mode online --refinery_workdir "$chain" --refinery_generation 1 --temperature 4 \
         --gt_weight 0.5 --generations 2 --workdir "$runs/distillation_seed$seed" ;;
     compute_matched)
-      train "$@" --generations 1 --epochs $((generations * chain_epochs)) --workdir "$runs/compute_matched_seed$seed" ;;
+      train "${flags[@]}" --generations 1 --epochs $((generations * chain_epochs)) --workdir "$runs/compute_matched_seed$seed" ;;
     precomputed)
-      train "$@" "${epochs[@]}" --refinery_workdir "$chain" --refinery_generation 1 --generations "$generations" \
+      train "${flags[@]}" "${epochs[@]}" --refinery_workdir "$chain" --refinery_generation 1 --generations "$generations" \
         --workdir "$runs/precomputed_seed$seed" ;;
     *) echo "online_controls.sh: unknown control '$control' in CONTROLS" >&2; exit 2 ;;
   esac

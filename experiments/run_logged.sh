@@ -45,5 +45,6 @@ PY
 # of the machine that trained its collected copy (a CPU with other vector extensions: results.json's code.host) is
 # another model. online_controls.sh then trains the whole chain again here, so that the chain and the controls still
 # to run are one machine's computation, and writes this file into the chain's folder, saying why: collect_results.sh
-# replaces the copy with such a run (once it holds as many generations) instead of refusing it.
+# replaces the copy with such a run (once it holds as many generations) instead of refusing it. It writes the file
+# too for a chain trained whole here whose copy, collected part-way on another machine, differs.
 REPLACES_COPY=replaces_collected_copy.txt

@@ -47,6 +47,8 @@ def host(cpuinfo: str = "/proc/cpuinfo") -> dict:
                     model = value.strip()
                 elif key in ("flags", "Features") and flags is None:
                     flags = set(value.split())
+                if model is not None and flags is not None:
+                    break  # the first processor's; the file repeats them for every logical CPU
     except OSError:
         pass
     return {"cpu": model or platform.processor() or None,

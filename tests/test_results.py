@@ -430,8 +430,9 @@ def test_controls_resume_from_collected_copies_on_a_fresh_machine(tmp_path):
     copy_record.write_text(json.dumps(dict(partial, generations=[dict(partial["generations"][0], val_accuracy=0.5)])))
     seventh = controls(COLLECTED="copies")
     assert seventh.count(": started") == 1 and "runs/online_seed0: finished" in seventh, seventh
-    assert "where its copy collected part-way differs (generation 1: the run" in (
-        tmp_path / "runs" / "online_seed0" / "replaces_collected_copy.txt").read_text()
+    why = (tmp_path / "runs" / "online_seed0" / "replaces_collected_copy.txt").read_text()
+    assert "where its copy collected part-way differs (generation 1: the run" in why and "\n" not in why.strip()
+    assert why.strip() in seventh and why.strip() in (tmp_path / "runs" / "log.txt").read_text()  # said, and logged
     assert collect().returncode == 0 and generations("copies/online_seed0") == generations("runs/online_seed0")
 
 
