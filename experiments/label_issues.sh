@@ -33,7 +33,7 @@
 # are gone (only its collected copy is left) has its generation 1 retrained by part_three.sh (NEED_CHAIN=1: the same
 # seed trains the same model on a machine of the same kind) for the steps that read it (export, issues, compare). On
 # a machine whose numerics differ it is another model: detection.json's source gives its validation accuracy and CPU,
-# and collect_part_three.sh keeps the committed chain and warns.
+# collect_part_three.sh keeps the committed chain and warns, and summary.md says so under that seed's detection table.
 set -euo pipefail
 usage="usage: label_issues.sh RUNS_ROOT --data_dir JPEG_COPY [--cache_dir CACHE] [flags]"
 [ $# -ge 1 ] || { echo "$usage" >&2; exit 2; }

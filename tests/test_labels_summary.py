@@ -67,6 +67,18 @@ def test_label_issues_table_command(runs_root, tmp_path, capsys):
                            "training images, seed 0: 40 of 1000, seed 1: 40 of 1000, seed 2: 40 of 1000)")
     assert "| the refinery's labels (the chain's generation 2) minus the noisy labels | +3.00 [" in text
     assert "\n### Which cleaning trains the better model: validation accuracy on the dataset's labels" in text
+    assert "the refinery scored here" not in text  # the detection files record no refinery: nothing to compare
+    # Seed 1's refinery retrained on another machine (its accuracy differs from the chain's generation 1), seed 2's
+    # the chain's own: one sentence, for seed 1.
+    for seed, accuracy in ((1, 0.6912), (2, 0.70)):
+        path = runs_root / "label_issues" / "worst" / f"seed{seed}" / "detection.json"
+        payload = json.loads(path.read_text())
+        path.write_text(json.dumps({**payload, "source": {"generation": 1, "val_accuracy": accuracy,
+                                                          "host": {"cpu": "Other CPU", "isa": [], "cpus": 2}}}))
+    notes = [line for line in label_issues_table.main([str(runs_root)]).splitlines() if "refinery scored" in line]
+    assert notes == [notes[0]] and notes[0].startswith(
+        "- seed 1: the refinery scored here is generation 1 retrained on Other CPU (validation 69.12%), not the "
+        "chain's generation 1 in the table below (70.00%)"), notes
     bad = runs_root / "label_issues" / "worst" / "seed1" / "detection.json"
     bad.write_text("{not json")
     with pytest.raises(SystemExit) as stop:

@@ -95,6 +95,33 @@ def detection_sections(root: str) -> str:
         sections += [f"### {label_set}: finding the known label errors ({seeds}; wrong given labels "
                      f"among the training images, {errors})", "", detection_table(by_seed), "",
                      "Paired by seed (percentage points):", "", paired_table(by_seed), ""]
+        sections += [f"- {note}" for note in other_refineries(root, label_set, by_seed)]
+        sections += [""] if sections[-1] != "" else []
     if not sections:
         return f"(no {DETECTION_JSON} under {FOLDER}/ or {PREFIX}{FOLDER}/ of this root)\n"
     return "\n".join(sections)
+
+
+def other_refineries(root: str, label_set: str, by_seed: dict[int, dict]) -> list[str]:
+    """A sentence per seed whose scored refinery is not the chain's generation of the downstream table: its
+    detection.json's source (the generation's validation accuracy, the CPU that trained it) against ROOT's
+    <set>/online_seed<S>/results.json. label_issues.sh retrains a chain's generation 1 whose checkpoints are gone
+    (NEED_CHAIN), and on a machine whose numerics differ that is another model."""
+    chains = runs_lib.design_folder(root, label_set, PREFIX)
+    notes = []
+    for seed, payload in by_seed.items():
+        source = payload.get("source") or {}
+        generation, accuracy = source.get("generation"), source.get("val_accuracy")
+        record = os.path.join(chains, f"online_seed{seed}", "results.json")
+        if accuracy is None or not os.path.isfile(record):
+            continue
+        with open(record) as f:
+            rows = [row for row in json.load(f).get("generations", []) if row.get("generation") == generation]
+        if rows and rows[0].get("val_accuracy") != accuracy:
+            cpu = (source.get("host") or {}).get("cpu") or "a CPU it does not record"
+            notes.append(f"seed {seed}: the refinery scored here is generation {generation} retrained on {cpu} "
+                         f"(validation {100 * accuracy:.2f}%), not the chain's generation {generation} in the table "
+                         f"below ({100 * rows[0]['val_accuracy']:.2f}%), which another machine's numerics trained; "
+                         "its flags made this seed's relabelled set, while the chain's rows (the noisy labels, the "
+                         "refinery's labels) are the other machine's models.")
+    return notes
