@@ -132,6 +132,12 @@ def test_report_names_the_controls():
                  "temperature": 4.0, "gt_weight": 0.5, "eval_flip": True}
     assert report.describe(distilled) == ["small_cnn", "online", "temperature 4", "ground-truth weight 0.5",
                                           "refinery = its generation 1", "reused refinery", "flip-averaged evaluation"]
+    # Trained on other labels than the dataset's (--train_labels), the names say "given labels", not ground truth.
+    noisy = {"train_labels": "/somewhere/worse_label.csv"}
+    assert report.describe({**chain, **noisy}) == ["small_cnn", "independent models on the given labels",
+                                                   "labels worse_label.csv"]
+    assert report.describe({**single, **noisy})[1] == "given labels only, 24 epochs"
+    assert "given-label weight 0.5" in report.describe({**distilled, **noisy})
 
 
 def test_cpu_preset_averages_over_mirrors_only_where_it_trains_on_them():
