@@ -152,17 +152,16 @@ def describe(settings: dict) -> list[str]:
     if settings.get("refinery_model"):
         model = f"{settings['refinery_model']} refinery, {model}"
     mode = str(settings.get("label_mode", "precomputed"))
-    given = "given labels" if settings.get("train_labels") else "ground truth"  # --train_labels: not the dataset's
+    given = bool(settings.get("train_labels"))  # trained on other labels than the dataset's (--train_labels)
     if settings.get("generations") == 1 and not settings.get("refinery_workdir"):
-        mode = f"{given} only, {settings.get('epochs', '?')} epochs"
+        mode = f"{'given labels' if given else 'ground truth'} only, {settings.get('epochs', '?')} epochs"
     elif mode == "ground_truth":
-        mode = "independent models on the given labels" if settings.get("train_labels") else \
-            "independent ground-truth models"
+        mode = "independent models on the given labels" if given else "independent ground-truth models"
     parts = [model, mode]
     knobs = (
         ("label_smoothing", "label smoothing {}"),
         ("temperature", "temperature {}"),
-        ("gt_weight", ("given-label" if settings.get("train_labels") else "ground-truth") + " weight {}"),
+        ("gt_weight", f"{'given-label' if given else 'ground-truth'} weight {{}}"),
         ("adversarial_jitter", "adversarial jitter {}"),
         ("dtype", "{}"),
         ("refinery_generation", "refinery = its generation {}"),
