@@ -9,6 +9,7 @@ import os
 import re
 from typing import Optional
 
+from lr_jax import results
 from lr_jax.analysis import runs as runs_lib
 from lr_jax.analysis import stats
 from lr_jax.analysis.designs import CLEANED_LABEL_SETS, LABEL_ISSUES
@@ -95,8 +96,8 @@ def detection_sections(root: str) -> str:
         sections += [f"### {label_set}: finding the known label errors ({seeds}; wrong given labels "
                      f"among the training images, {errors})", "", detection_table(by_seed), "",
                      "Paired by seed (percentage points):", "", paired_table(by_seed), ""]
-        sections += [f"- {note}" for note in other_refineries(root, label_set, by_seed)]
-        sections += [""] if sections[-1] != "" else []
+        notes = other_refineries(root, label_set, by_seed)
+        sections += [*(f"- {note}" for note in notes), ""] if notes else []
     if not sections:
         return f"(no {DETECTION_JSON} under {FOLDER}/ or {PREFIX}{FOLDER}/ of this root)\n"
     return "\n".join(sections)
@@ -112,11 +113,10 @@ def other_refineries(root: str, label_set: str, by_seed: dict[int, dict]) -> lis
     for seed, payload in by_seed.items():
         source = payload.get("source") or {}
         generation, accuracy = source.get("generation"), source.get("val_accuracy")
-        record = os.path.join(chains, f"online_seed{seed}", "results.json")
-        if accuracy is None or not os.path.isfile(record):
+        chain = os.path.join(chains, f"online_seed{seed}")
+        if accuracy is None or not os.path.isfile(os.path.join(chain, results.RESULTS_FILE)):
             continue
-        with open(record) as f:
-            rows = [row for row in json.load(f).get("generations", []) if row.get("generation") == generation]
+        rows = [row for row in runs_lib.load_run(chain).payload["generations"] if row.get("generation") == generation]
         if rows and rows[0].get("val_accuracy") != accuracy:
             cpu = (source.get("host") or {}).get("cpu") or "a CPU it does not record"
             notes.append(f"seed {seed}: the refinery scored here is generation {generation} retrained on {cpu} "
