@@ -91,6 +91,7 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
     from lr_jax import xla_cpu
 
     assert results["dataset"]["xla_cpu_path"] == xla_cpu.EIGEN  # the tests run with lr_jax's default path
+    assert results["dataset"]["platform"] == "cpu" and results["dataset"]["device_kind"] == "cpu"
     assert (workdir / "labels_summary.npz").exists() and (workdir / "log.txt").exists()
 
 

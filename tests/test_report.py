@@ -421,3 +421,12 @@ def test_label_summary_keeps_the_dataset_labels_where_train_labels_replaced_them
     with pytest.raises(ValueError,
                        match=r"noisy/labels_summary.npz: dataset_labels has shape \(3,\), expected \(16,\)"):
         report.load_label_summary(str(tmp_path / "noisy"))
+
+
+def test_runs_list_names_an_accelerator_but_not_a_cpu_twice():
+    from lr_jax.analysis import tables
+
+    assert tables.devices_label({"devices": 4, "platform": "cpu", "device_kind": "cpu"}) == "4 x cpu"
+    assert tables.devices_label({"devices": 4, "platform": "cpu"}) == "4 x cpu"  # rows written before device_kind
+    assert tables.devices_label({"devices": 1, "platform": "gpu", "device_kind": "NVIDIA H200"}) == \
+        "1 x gpu (NVIDIA H200)"

@@ -139,6 +139,13 @@ def per_run_section(report: Report) -> list[str]:
     return out
 
 
+def devices_label(dataset_info: dict) -> str:
+    """A run's devices: "4 x cpu", or "1 x gpu (NVIDIA H200)" where the device kind names more than the platform."""
+    platform, kind = dataset_info.get("platform", "?"), dataset_info.get("device_kind")
+    named = f" ({kind})" if kind not in (None, platform) else ""
+    return f"{dataset_info.get('devices', '?')} x {platform}{named}"
+
+
 def runs_section(report: Report) -> list[str]:
     """The list of runs: folder, configuration, seed, generations finished, devices."""
     out = ["", "## Runs", "", "| run folder | configuration | seed | generations | complete | wall s | devices |",
@@ -146,7 +153,7 @@ def runs_section(report: Report) -> list[str]:
     for configuration in report.configurations:
         for run in configuration.runs:
             payload, dataset_info = run.payload, run.payload.get("dataset") or {}
-            devices = f"{dataset_info.get('devices', '?')} x {dataset_info.get('platform', '?')}"
+            devices = devices_label(dataset_info)
             done = f"{len(payload['generations'])} of {payload['config'].get('generations', '?')}"
             out.append(f"| {run.workdir} | {configuration.label} | {payload['config']['seed']} | {done} | "
                        f"{payload.get('complete')} | {payload.get('wall_seconds') or 0:.0f} | {devices} |")

@@ -217,6 +217,7 @@ def _dataset_info(data, splits, description: str, label_source: Optional[dict]) 
         "devices": jax.device_count(),
         "processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind,  # e.g. "NVIDIA H200", "TPU v4", "cpu"
         "xla_cpu_path": xla_cpu.path(),
         "label_source": label_source,  # --train_labels: file, key, sha256, noise rates; None: the dataset's labels
     }
