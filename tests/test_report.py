@@ -430,3 +430,16 @@ def test_runs_list_names_an_accelerator_but_not_a_cpu_twice():
     assert tables.devices_label({"devices": 4, "platform": "cpu"}) == "4 x cpu"  # rows written before device_kind
     assert tables.devices_label({"devices": 1, "platform": "gpu", "device_kind": "NVIDIA H200"}) == \
         "1 x gpu (NVIDIA H200)"
+
+
+def test_explanations_name_the_labels_generation_1_trained_on(tmp_path):
+    rows = [generation_row(1, 0.80), generation_row(2, 0.81)]
+    clean = report.markdown_report(report.aggregate([write_run(tmp_path / "clean", rows, seed=0)]))
+    assert "ground truth for generation 1" in clean and "(trained on ground truth, on the same split)" in clean
+    assert "independently trained ground-truth models" in clean
+    noisy = report.markdown_report(report.aggregate(
+        [write_run(tmp_path / "noisy", rows, seed=0, train_labels="/labels/worse_label.csv")]))
+    assert "ground truth" not in noisy.split("## Paired differences")[0]  # the opening paragraph
+    assert "the given labels (--train_labels) for generation 1" in noisy
+    assert "(trained on the given labels (--train_labels), on the same split)" in noisy
+    assert "independently trained models on the same labels" in noisy

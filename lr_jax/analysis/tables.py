@@ -84,6 +84,22 @@ def configuration_table(configuration: Configuration) -> str:
     return "\n".join(lines)
 
 
+def given_labels(report: Report) -> bool:
+    """Whether the report's runs trained on other labels than the dataset's (--train_labels, e.g. CIFAR-10N's)."""
+    return any(run.payload["config"].get("train_labels") for c in report.configurations for run in c.runs)
+
+
+def first_labels(report: Report) -> str:
+    """What generation 1 trained on, in the report's explanations."""
+    return "the given labels (--train_labels)" if given_labels(report) else "ground truth"
+
+
+def independent_models(report: Report) -> str:
+    """The ensembles' partners, in the report's explanations."""
+    return "independently trained models on the same labels" if given_labels(report) else \
+        "independently trained ground-truth models"
+
+
 def paired_section(report: Report) -> list[str]:
     """The Markdown lines of the paired differences: heading, what they are, and paired_table; none without it."""
     table = paired_table(report)
@@ -94,14 +110,14 @@ def paired_section(report: Report) -> list[str]:
             f"1's, in percentage points: the mean over pairs of runs, its {CONFIDENCE:.0%} confidence interval "
             "from Student's t with n - 1 degrees of freedom in brackets (none for a single pair), and the number "
             "of pairs n in parentheses. \"gen 1 of the same run\": each run's generation k minus its own "
-            "generation 1 (trained on ground truth, on the same split). \"reference gen 1, same seed\": each "
-            "run's generation k minus generation 1 of the reference configuration's run with the same seed and "
-            "the same data (seed, train_size, val_size and the number of train, validation and test images "
-            "equal), so the same split and generation-1 initialisation; runs without such a partner are left "
-            "out. \"reference gen k, same seed\": minus the reference run's generation k (the same "
+            f"generation 1 (trained on {first_labels(report)}, on the same split). \"reference gen 1, same "
+            "seed\": each run's generation k minus generation 1 of the reference configuration's run with the "
+            "same seed and the same data (seed, train_size, val_size and the number of train, validation and "
+            "test images equal), so the same split and generation-1 initialisation; runs without such a partner "
+            "are left out. \"reference gen k, same seed\": minus the reference run's generation k (the same "
             "initialisation and data order: generation k's key depends only on the seed and k). \"ensembles\": "
             "the mean softmax of generations 1..k of this run minus that of the reference run (e.g. a refinery "
-            "chain's generations against as many independently trained ground-truth models). "
+            f"chain's generations against as many {independent_models(report)}). "
             f"Reference: {report.configurations[report.reference].label}.",
             "", table]
 
@@ -171,8 +187,9 @@ def markdown_report(report: Report) -> str:
         "standard deviation (n - 1) over seeds; the number in parentheses (or the `seeds` column) is how many "
         "runs finished that generation. The train-val (train-test) gap is train accuracy minus validation (test) "
         "accuracy, in percentage points. Label agreement: how often a generation's argmax on the un-augmented "
-        "training images matches the argmax of the labels it trained on (ground truth for generation 1, so there "
-        "it is the train accuracy; the previous generation's labels after that).",
+        "training images matches the argmax of the labels it trained on "
+        f"({first_labels(report)} for generation 1, so there it is the train accuracy; the previous generation's "
+        "labels after that).",
     ]
     out += paired_section(report)
     for key, name in ACCURACIES:
