@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from lr_jax import loop, step, xla_cpu
+from lr_jax import loop, step, xla_cpu, xla_gpu
 from lr_jax.config import Config
 from lr_jax.devices import device_data, make_predict, replicate, unreplicate
 from lr_jax.models import get_model
@@ -91,7 +91,8 @@ def main(argv=None) -> None:
     if args.profile:  # XLA:CPU records each thunk (op) in the trace only when asked, before the backend starts
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_enable_xprof_traceme=true".strip()
     device = jax.devices()[0]
-    print(f"{jax.local_device_count()} x {device.platform} ({device.device_kind}); XLA:CPU path: {xla_cpu.path()}")
+    print(f"{jax.local_device_count()} x {device.platform} ({device.device_kind}); XLA:CPU path: {xla_cpu.path()}"
+          + (f"; XLA:GPU: {xla_gpu.state()}" if device.platform == "gpu" else ""))
     for model_name in args.models.split(","):
         for mode in args.label_modes.split(","):
             for dtype, crop in itertools.product(args.dtypes.split(","), args.crops.split(",")):

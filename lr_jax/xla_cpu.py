@@ -7,7 +7,7 @@ import importlib.util
 import os
 import re
 import sys
-from typing import MutableMapping
+from typing import MutableMapping, Optional
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # jaxlib 0.10.2's effective default is "individual_dot,reduce,individual_convolution" (the flag's help text is
@@ -30,22 +30,36 @@ def _backend_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
-def configure(environ: MutableMapping[str, str] = os.environ) -> str:
-    """Appends FLAG=FAST_VALUE to XLA_FLAGS in `environ`, unless XLA_FLAGS already names FLAG (the user's
-    choice wins), SWITCH is 0, an accelerator plugin is installed (the CPU is then not where training runs),
-    or the JAX backend has already started (too late: the flags are read once). Returns the path in use."""
+def installed(plugins) -> bool:
+    """Whether any of these JAX plugin packages is installed."""
+    return any(importlib.util.find_spec(name) is not None for name in plugins)
+
+
+def append_flag(environ: MutableMapping[str, str], flag: str, value: str, switch: str, default: str,
+                not_here: Optional[str] = None) -> Optional[str]:
+    """Appends FLAG=VALUE to XLA_FLAGS in `environ` and returns None; or, leaving XLA_FLAGS as it is, why not: the
+    user's XLA_FLAGS names FLAG (their choice wins), `switch` is 0, `not_here` (a reason the flag does not apply
+    on this machine), or the JAX backend has already started (too late: the flags are read once)."""
     flags = environ.get("XLA_FLAGS", "")
-    if FLAG in flags:
-        value = re.search(rf"{FLAG}=?(\S*)", flags).group(1)
-        return EIGEN if value == FAST_VALUE else f"set by the user's XLA_FLAGS ({FLAG}={value})"
-    if environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
-        return f"{DEFAULT}: {SWITCH}=0"
-    if any(importlib.util.find_spec(name) is not None for name in ACCELERATOR_PLUGINS):
-        return f"{DEFAULT}: an accelerator plugin is installed"
+    if flag in flags:
+        users = re.search(rf"{flag}=?(\S*)", flags).group(1)
+        return f"set by the user's XLA_FLAGS ({flag}={users})"
+    if environ.get(switch, "1").strip().lower() in ("0", "false", "no", "off"):
+        return f"{default}: {switch}=0"
+    if not_here:
+        return f"{default}: {not_here}"
     if _backend_started():
-        return f"{DEFAULT}: the JAX backend had started before lr_jax was imported"
-    environ["XLA_FLAGS"] = f"{flags} {FLAG}={FAST_VALUE}".strip()
-    return EIGEN
+        return f"{default}: the JAX backend had started before lr_jax was imported"
+    environ["XLA_FLAGS"] = f"{flags} {flag}={value}".strip()
+    return None
+
+
+def configure(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Appends FLAG=FAST_VALUE to XLA_FLAGS (append_flag) unless an accelerator plugin is installed (the CPU is then
+    not where training runs). Returns the path in use."""
+    not_here = "an accelerator plugin is installed" if installed(ACCELERATOR_PLUGINS) else None
+    reason = append_flag(environ, FLAG, FAST_VALUE, SWITCH, DEFAULT, not_here)
+    return EIGEN if reason in (None, f"set by the user's XLA_FLAGS ({FLAG}={FAST_VALUE})") else reason
 
 
 def path() -> str:

@@ -92,6 +92,9 @@ def test_runner_writes_results_for_a_two_generation_chain(tmp_path):
 
     assert results["dataset"]["xla_cpu_path"] == xla_cpu.EIGEN  # the tests run with lr_jax's default path
     assert results["dataset"]["platform"] == "cpu" and results["dataset"]["device_kind"] == "cpu"
+    from lr_jax import xla_gpu
+
+    assert results["dataset"]["xla_gpu_kernels"] == f"{xla_gpu.DEFAULT}: no GPU plugin installed"
     assert (workdir / "labels_summary.npz").exists() and (workdir / "log.txt").exists()
 
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from lr_jax import config as config_lib
 from lr_jax import checkpoints, distributed, files, interrupt, loop, provenance, refinery, results, step, workdir
-from lr_jax import summaries, xla_cpu
+from lr_jax import summaries, xla_cpu, xla_gpu
 from lr_jax.data import DataError, class_counts, label_files, load_dataset, make_splits, tfds_source
 
 WRITE_ERROR_STATUS = 74  # sysexits.h EX_IOERR: a checkpoint or result file could not be written
@@ -219,6 +219,7 @@ def _dataset_info(data, splits, description: str, label_source: Optional[dict]) 
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,  # e.g. "NVIDIA H200", "TPU v4", "cpu"
         "xla_cpu_path": xla_cpu.path(),
+        "xla_gpu_kernels": xla_gpu.state(),  # deterministic unless the user chose otherwise (lr_jax.xla_gpu)
         "label_source": label_source,  # --train_labels: file, key, sha256, noise rates; None: the dataset's labels
     }
 
