@@ -35,15 +35,16 @@ def installed(plugins) -> bool:
     return any(importlib.util.find_spec(name) is not None for name in plugins)
 
 
-def append_flag(environ: MutableMapping[str, str], flag: str, value: str, switch: str, default: str,
-                not_here: Optional[str] = None) -> Optional[str]:
-    """Appends FLAG=VALUE to XLA_FLAGS in `environ` and returns None; or, leaving XLA_FLAGS as it is, why not: the
-    user's XLA_FLAGS names FLAG (their choice wins), `switch` is 0, `not_here` (a reason the flag does not apply
-    on this machine), or the JAX backend has already started (too late: the flags are read once)."""
+def append_flag(environ: MutableMapping[str, str], flag: str, value: str, switch: str, applied: str, default: str,
+                not_here: Optional[str] = None) -> str:
+    """Appends FLAG=VALUE to XLA_FLAGS in `environ` and returns `applied` (also where the user's XLA_FLAGS already set
+    that value); otherwise leaves XLA_FLAGS as it is and says why: the user's XLA_FLAGS names FLAG with another value
+    (their choice wins), `switch` is 0, `not_here` (a reason the flag does not apply on this machine), or the JAX
+    backend has already started (too late: the flags are read once)."""
     flags = environ.get("XLA_FLAGS", "")
     if flag in flags:
         users = re.search(rf"{flag}=?(\S*)", flags).group(1)
-        return f"set by the user's XLA_FLAGS ({flag}={users})"
+        return applied if users == value else f"set by the user's XLA_FLAGS ({flag}={users})"
     if environ.get(switch, "1").strip().lower() in ("0", "false", "no", "off"):
         return f"{default}: {switch}=0"
     if not_here:
@@ -51,15 +52,14 @@ def append_flag(environ: MutableMapping[str, str], flag: str, value: str, switch
     if _backend_started():
         return f"{default}: the JAX backend had started before lr_jax was imported"
     environ["XLA_FLAGS"] = f"{flags} {flag}={value}".strip()
-    return None
+    return applied
 
 
 def configure(environ: MutableMapping[str, str] = os.environ) -> str:
     """Appends FLAG=FAST_VALUE to XLA_FLAGS (append_flag) unless an accelerator plugin is installed (the CPU is then
     not where training runs). Returns the path in use."""
     not_here = "an accelerator plugin is installed" if installed(ACCELERATOR_PLUGINS) else None
-    reason = append_flag(environ, FLAG, FAST_VALUE, SWITCH, DEFAULT, not_here)
-    return EIGEN if reason in (None, f"set by the user's XLA_FLAGS ({FLAG}={FAST_VALUE})") else reason
+    return append_flag(environ, FLAG, FAST_VALUE, SWITCH, EIGEN, DEFAULT, not_here)
 
 
 def path() -> str:
