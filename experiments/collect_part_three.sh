@@ -5,7 +5,7 @@
 # crop_confidence of crops_008's first refinery), then DEST_ROOT/part_three_headline.md and .png (both evaluations;
 # python -m lr_jax.experiments.part_three_table). DEST_ROOT must also hold Part two's collected part_two_online:
 # its generation 1 is the clean-label ceiling of the same seeds. Where experiments/label_issues.sh has run, it also
-# copies its retrains and each seed's detection.json/.md, kfold_probs.npz (so that a fresh machine need not train
+# copies its retrains and each finished seed's (one with a detection.json) detection.json/.md, kfold_probs.npz (so that a fresh machine need not train
 # the folds again), contact sheet and top 1,000 suspects (label_issues.csv's first rows; no absolute paths) into
 # DEST_ROOT/part_three_label_issues/<set>/, and writes the label-issues tables
 # DEST_ROOT/part_three_label_issues/summary.md and .png (python -m lr_jax.experiments.label_issues_table).
@@ -37,6 +37,11 @@ for issues in "$root"/label_issues/*/; do
   fi
   for seed_dir in "$issues"/seed*/; do
     seed_dir=${seed_dir%/}
+    # unfinished: its suspects come from a generation 1 that the machine finishing it may retrain differently
+    if [ ! -f "$seed_dir/detection.json" ]; then
+      echo "collect_part_three.sh: $seed_dir: unfinished (no detection.json), not collected" >&2
+      continue
+    fi
     copy="$issues_dest/$label_set/$(basename "$seed_dir")"
     for name in detection.json detection.md kfold/kfold_probs.npz; do
       if [ -f "$seed_dir/$name" ]; then

@@ -239,9 +239,12 @@ def test_export_round_trips_through_train_labels(source, tmp_path):
     assert exported["source"]["run"] == "run" and exported["source"]["generation"] == 1
     assert exported["source"]["model"] == "tiny_cnn" and "code_commit" in exported["source"]
     with open(run / "results.json") as f:
-        row = json.load(f)["generations"][0]  # the generation's accuracy and CPU tell a retrained one apart
+        payload = json.load(f)
+    row = payload["generations"][0]  # the generation's accuracy and machine tell a retrained one apart
     assert exported["source"]["val_accuracy"] == row["val_accuracy"]
     assert exported["source"]["host"] == row["code"]["host"]
+    assert (exported["source"]["platform"], exported["source"]["device_kind"]) == ("cpu", "cpu")
+    assert payload["dataset"]["platform"] == "cpu"
     assert export_format.read_labels(str(csv_path))["source"] == exported["source"]
     for path, key in ((csv_path, None), (npz_path, "label")):  # soft labels; the hard argmax
         new = tmp_path / f"new_{path.suffix[1:]}"

@@ -79,6 +79,14 @@ def test_label_issues_table_command(runs_root, tmp_path, capsys):
     assert notes == [notes[0]] and notes[0].startswith(
         "- seed 1: the refinery scored here is generation 1 retrained on Other CPU (validation 69.12%), not the "
         "chain's generation 1 in the table below (70.00%)"), notes
+    # Retrained on an accelerator: the note names it, not the host's CPU.
+    path = runs_root / "label_issues" / "worst" / "seed1" / "detection.json"
+    payload = json.loads(path.read_text())
+    path.write_text(json.dumps({**payload, "source": {**payload["source"], "platform": "gpu",
+                                                      "device_kind": "NVIDIA H200"}}))
+    notes = [line for line in label_issues_table.main([str(runs_root)]).splitlines() if "refinery scored" in line]
+    assert notes[0].startswith("- seed 1: the refinery scored here is generation 1 retrained on NVIDIA H200 (gpu) "
+                               "(validation 69.12%)"), notes
     bad = runs_root / "label_issues" / "worst" / "seed1" / "detection.json"
     bad.write_text("{not json")
     with pytest.raises(SystemExit) as stop:
@@ -131,6 +139,9 @@ def test_collect_part_three_copies_label_issues_without_paths(runs_root, tmp_pat
     kfold_probs = {"ids": np.array(["train/a/0.jpg", "train/a/1.jpg"]), "probs": np.eye(2, dtype=np.float32),
                    "source": np.asarray(json.dumps({"config": {"data_dir": "/data/cifar", "workdir": str(seed_dir)}}))}
     np.savez_compressed(seed_dir / "kfold" / "kfold_probs.npz", **kfold_probs)
+    unfinished = runs_root / "label_issues" / "worst" / "seed3"  # its folds were training: nothing of it collected
+    unfinished.mkdir()
+    (unfinished / "label_issues.png").write_bytes(b"\x89PNG not really")
     (runs_root / "crops_008" / "online_seed0").mkdir(parents=True)  # started by the queue, no generation finished
     (runs_root / "crops_008" / "log.txt").write_text("generation 1/3: training\n")
     results_root = tmp_path / "fresh" / "experiments" / "results"
@@ -139,6 +150,7 @@ def test_collect_part_three_copies_label_issues_without_paths(runs_root, tmp_pat
                            str(results_root.relative_to(tmp_path))], cwd=tmp_path, env=script_environment(tmp_path), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{unfinished}: unfinished (no detection.json), not collected" in done.stderr
     copied = results_root / "part_three_label_issues"
     assert sorted(p.name for p in (copied / "worst").iterdir()) == ["drop_cleanlab_seed0", "relabel_refinery_seed0",
                                                                    "report", "seed0", "seed1", "seed2"]

@@ -42,13 +42,15 @@ class RunLabels:
 
     def source(self, tool: str) -> dict:
         """Where the labels came from, for an export's metadata: run folder, generation, model, code commit, the CPU
-        that trained it and its validation accuracy (which tell a retrained generation from the one it repeats)."""
+        and accelerator that trained it and its validation accuracy (which tell a retrained generation from the one it
+        repeats)."""
         rows = [row for row in self.payload.get("generations", []) if row.get("generation") == self.generation]
         code = (rows[0].get("code") if rows else None) or self.payload.get("code") or {}
-        config = self.payload["config"]
+        config, dataset_info = self.payload["config"], self.payload.get("dataset") or {}
         return {"tool": tool, "run": self.name, "run_dir": os.path.abspath(self.run_dir),
                 "generation": self.generation, "model": self.model, "code_commit": code.get("commit"),
                 "code_dirty": code.get("dirty"), "host": code.get("host"),
+                "platform": dataset_info.get("platform"), "device_kind": dataset_info.get("device_kind"),
                 "val_accuracy": rows[0].get("val_accuracy") if rows else None, "dataset": config.get("dataset"),
                 "seed": config.get("seed"), "train_labels": config.get("train_labels"),
                 "train_label_key": config.get("train_label_key")}

@@ -105,7 +105,7 @@ def detection_sections(root: str) -> str:
 
 def other_refineries(root: str, label_set: str, by_seed: dict[int, dict]) -> list[str]:
     """A sentence per seed whose scored refinery is not the chain's generation of the downstream table: its
-    detection.json's source (the generation's validation accuracy, the CPU that trained it) against ROOT's
+    detection.json's source (the generation's validation accuracy, the machine that trained it) against ROOT's
     <set>/online_seed<S>/results.json. label_issues.sh retrains a chain's generation 1 whose checkpoints are gone
     (NEED_CHAIN), and on a machine whose numerics differ that is another model."""
     chains = runs_lib.design_folder(root, label_set, PREFIX)
@@ -118,10 +118,19 @@ def other_refineries(root: str, label_set: str, by_seed: dict[int, dict]) -> lis
             continue
         rows = [row for row in runs_lib.load_run(chain).payload["generations"] if row.get("generation") == generation]
         if rows and rows[0].get("val_accuracy") != accuracy:
-            cpu = (source.get("host") or {}).get("cpu") or "a CPU it does not record"
-            notes.append(f"seed {seed}: the refinery scored here is generation {generation} retrained on {cpu} "
+            notes.append(f"seed {seed}: the refinery scored here is generation {generation} retrained on "
+                         f"{trained_on(source)} "
                          f"(validation {100 * accuracy:.2f}%), not the chain's generation {generation} in the table "
                          f"below ({100 * rows[0]['val_accuracy']:.2f}%), which another machine's numerics trained; "
                          "its flags made this seed's relabelled set, while the chain's rows (the noisy labels, the "
                          "refinery's labels) are the other machine's models.")
     return notes
+
+
+def trained_on(source: dict) -> str:
+    """The machine a detection.json's scored generation trained on: its accelerator where it ran on one ("NVIDIA H200
+    (gpu)"), else its CPU."""
+    platform = source.get("platform")
+    if platform not in (None, "cpu"):
+        return f"{source.get('device_kind') or 'an accelerator'} ({platform})"
+    return (source.get("host") or {}).get("cpu") or "a CPU it does not record"
