@@ -56,6 +56,23 @@ def test_detection_table_over_seeds(runs_root):
     assert paired[4].startswith("| refinery: K-fold minus in-sample | +10.00 [+10.00, +10.00] (3) |")
 
 
+def test_detection_intervals_stay_within_0_and_100_percent(tmp_path):
+    """Precision at the top 1,000 of 1.000 and 0.998 over 2 seeds: mean 99.90, t half width 12.71 * 0.1414 = 1.27
+    points -> [98.63, 101.17] before clipping, [98.63, 100.00] after; AUROC (0.9 on both seeds) untouched."""
+    for seed, top in enumerate((1.0, 0.998)):
+        payload = detection(0.6, 0.5)
+        for row in payload["rows"]:
+            row["precision_top"] = top
+        folder = tmp_path / "label_issues" / "worst" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "detection.json").write_text(json.dumps(payload))
+    row = summary.detection_table(summary.read_detections(str(tmp_path), "worst")).splitlines()[2].split(" | ")
+    assert row[-1] == "99.90 [98.63, 100.00] (2) |" and row[-3] == "90.00 [90.00, 90.00] (2)"
+    assert summary.within_range(None) is None
+    clipped = summary.within_range(summary.stats.Difference(mean=0.01, low=-0.02, high=0.04, n=2))
+    assert (clipped.low, clipped.high, clipped.mean) == (0.0, 0.04, 0.01)
+
+
 def test_label_issues_table_command(runs_root, tmp_path, capsys):
     for seed in range(3):
         write_run(runs_root / "worst" / f"online_seed{seed}", [generation_row(1, 0.70), generation_row(2, 0.72 + seed / 100)],
