@@ -8,6 +8,7 @@ import pytest
 import scipy.stats
 
 from lr_jax import portable
+from lr_jax.analysis import stats
 from lr_jax.experiments import label_issues_table
 from lr_jax.labels import summary
 from test_report import generation_row, write_run
@@ -26,15 +27,20 @@ def detection(precision_refinery, precision_cleanlab, flagged=(100, 80)):
     return {"source": {"run_dir": "/machine/runs/worst/online_seed0"}, "images": 1000, "errors": 40, "rows": rows}
 
 
+def write_detection(runs_root, seed, payload):
+    """Writes `payload` where label_issues.sh leaves the worst labels' detection.json of `seed`."""
+    folder = runs_root / "label_issues" / "worst" / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "detection.json").write_text(json.dumps(payload))
+
+
 @pytest.fixture
 def runs_root(tmp_path):
     """Refinery precision 0.60, 0.65, 0.70 and cleanlab's 0.50, 0.50, 0.60 in-sample over seeds 0-2:
     refinery mean 65.00, std 5 points -> half width 4.3027 * 5 / sqrt(3) = 12.42 -> [52.58, 77.42];
     refinery minus cleanlab +10, +15, +10 -> +11.67, std 2.887 -> half width 7.17 -> [+4.50, +18.84]."""
     for seed, (ours, theirs) in enumerate(((0.60, 0.50), (0.65, 0.50), (0.70, 0.60))):
-        folder = tmp_path / "label_issues" / "worst" / f"seed{seed}"
-        folder.mkdir(parents=True)
-        (folder / "detection.json").write_text(json.dumps(detection(ours, theirs, (100 + seed, 80))))
+        write_detection(tmp_path, seed, detection(ours, theirs, (100 + seed, 80)))
     return tmp_path
 
 
@@ -63,13 +69,11 @@ def test_detection_intervals_stay_within_0_and_100_percent(tmp_path):
         payload = detection(0.6, 0.5)
         for row in payload["rows"]:
             row["precision_top"] = top
-        folder = tmp_path / "label_issues" / "worst" / f"seed{seed}"
-        folder.mkdir(parents=True)
-        (folder / "detection.json").write_text(json.dumps(payload))
+        write_detection(tmp_path, seed, payload)
     row = summary.detection_table(summary.read_detections(str(tmp_path), "worst")).splitlines()[2].split(" | ")
     assert row[-1] == "99.90 [98.63, 100.00] (2) |" and row[-3] == "90.00 [90.00, 90.00] (2)"
     assert summary.within_range(None) is None
-    clipped = summary.within_range(summary.stats.Difference(mean=0.01, low=-0.02, high=0.04, n=2))
+    clipped = summary.within_range(stats.Difference(mean=0.01, low=-0.02, high=0.04, n=2))
     assert (clipped.low, clipped.high, clipped.mean) == (0.0, 0.04, 0.01)
 
 
